@@ -1,0 +1,112 @@
+"""The one interface every backend implements: a batch of chat requests in, completions out.
+
+A backend translates requests (messages, sampling, optional JSON schema) into its engine's
+terms in exactly one place and returns one `Completion` per request, in order. It never raises
+for a single failed request: that request's completion carries `finish_reason="error"`. It
+raises `BackendError` only when the backend itself cannot work (bad model, server down, key).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jsonschema
+
+from harness.config import RoleConfig
+from harness.models.manifest import local_model_dir, model_fingerprint
+from harness.types import ChatRequest, Completion
+
+Advance = Callable[[int], None]
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot serve at all; the message says which role and what to do."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a backend may write (logs, caches) and whether it may reach the network."""
+
+    run_dir: Path
+    offline: bool = True
+    cache: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache"
+
+
+class Backend(ABC):
+    """Serves one role. Use as a context manager so engines and servers are always stopped."""
+
+    name: ClassVar[str]
+
+    def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
+        self.role = role
+        self.config = config
+        self.context = context
+
+    def generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None = None
+    ) -> list[Completion]:
+        """One completion per request, in order; `advance(n)` reports n finished requests.
+
+        Answers to schema-constrained requests are parsed and checked here, once for all
+        backends: a completion whose text does not satisfy its schema carries an error.
+        """
+        completions = self._generate(requests, advance)
+        return [parse_completion(r, c) for r, c in zip(requests, completions)]
+
+    @abstractmethod
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        """The backend's own generation: raw text, tokens counts, finish reason."""
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about this backend that changes an output (part of the cache key)."""
+        local = local_model_dir(self.config.model)
+        return {
+            "backend": self.name,
+            "model": self.config.model,
+            "grammar": self.config.grammar,
+            "engine": self.config.engine,
+            "weights": model_fingerprint(str(local)) if local else None,
+        }
+
+    def close(self) -> None:
+        """Release engines, servers and connections; safe to call twice."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def parse_completion(request: ChatRequest, completion: Completion) -> Completion:
+    """Set `parsed` for a schema-valid answer, or an `unparseable` error for any other."""
+    if request.json_schema is None or completion.error is not None:
+        return completion
+    try:
+        parsed = json.loads(completion.text)
+        jsonschema.validate(parsed, request.json_schema)
+    except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+        reason = "truncated" if completion.finish_reason == "length" else "unparseable"
+        message = getattr(exc, "message", None) or str(exc)
+        return completion.model_copy(update={"error": f"{reason}: {message}"[:500]})
+    return completion.model_copy(update={"parsed": parsed})
+
+
+def plain_messages(request: ChatRequest) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in request.messages]

@@ -1,0 +1,93 @@
+"""A SQLite cache in front of any backend, so reruns and resumed runs reuse model calls.
+
+The key hashes everything that changes an output: the backend's identity (backend, model,
+grammar engine, engine options) and the whole request (messages, sampling, seed, sample index,
+retry attempt, schema). Only clean answers are stored: never an error, never a truncation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Advance, Backend
+from harness.types import ChatRequest, Completion
+
+
+def cache_key(identity: dict[str, Any], request: ChatRequest) -> str:
+    payload = {"backend": identity, "request": request.model_dump(mode="json", exclude={"id"})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class CompletionCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS completions"
+            " (key TEXT PRIMARY KEY, completion TEXT NOT NULL)"
+        )
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk
+            )
+            for key, text in rows:
+                found[key] = Completion.model_validate_json(text).model_copy(
+                    update={"cached": True}
+                )
+        return found
+
+    def put_many(self, items: Sequence[tuple[str, Completion]]) -> None:
+        rows = [(k, c.model_dump_json()) for k, c in items if c.ok]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedBackend(Backend):
+    """Wraps a backend: cached requests are answered from SQLite, the rest go to the backend."""
+
+    def __init__(self, inner: Backend, cache: CompletionCache) -> None:
+        super().__init__(inner.role, inner.config, inner.context)
+        self.inner = inner
+        self.cache = cache
+        self.name = inner.name  # type: ignore[misc]
+        self.hits = 0
+        self.misses = 0
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        identity = self.inner.identity()
+        keys = [cache_key(identity, r) for r in requests]
+        found = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        if advance and len(requests) > len(missing):
+            advance(len(requests) - len(missing))
+        fresh = self.inner.generate([requests[i] for i in missing], advance) if missing else []
+        self.cache.put_many([(keys[i], c) for i, c in zip(missing, fresh)])
+        by_index = dict(zip(missing, fresh))
+        return [found[k] if k in found else by_index[i] for i, k in enumerate(keys)]
+
+    def close(self) -> None:
+        self.inner.close()
+        self.cache.close()

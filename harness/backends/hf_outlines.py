@@ -1,0 +1,140 @@
+"""A Hugging Face transformers model with outlines as the structured-output layer.
+
+The model is wrapped with `outlines.from_transformers`; a JSON schema becomes an outlines
+logits processor (outlines-core by default) that masks every token the schema forbids, so the
+answer always parses. Generation runs request by request with a per-request seed, which makes
+samples reproducible; logprobs are computed from the masked scores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.config import RoleConfig
+from harness.models.manifest import resolve_model
+from harness.types import ChatRequest, Completion, TokenLogprob
+
+OUTLINES_GRAMMAR = {"outlines": "outlines_core", "xgrammar": "xgrammar", "guidance": "llguidance"}
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
+        super().__init__(role, config, context)
+        import outlines
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(config.model, offline=context.offline)
+        options = dict(config.engine)
+        device = options.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
+        dtype = options.pop("dtype", "auto")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"role {role!r}: transformers could not load {config.model}: {exc}"
+            ) from exc
+        self.hf_model.to(device).eval()
+        self.model = outlines.from_transformers(self.hf_model, self.tokenizer)
+        self._processors: dict[str, Any] = {}
+
+    def _processor(self, schema: dict[str, Any]) -> Any:
+        from outlines.backends import get_json_schema_logits_processor
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._processors:
+            grammar = OUTLINES_GRAMMAR[self.config.grammar]
+            self._processors[key] = get_json_schema_logits_processor(grammar, self.model, key)
+        processor = self._processors[key]
+        processor.reset()
+        return processor
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        completions = []
+        for request in requests:
+            completions.append(self._complete(request))
+            if advance:
+                advance(1)
+        return completions
+
+    def _complete(self, request: ChatRequest) -> Completion:
+        import torch
+        from transformers import LogitsProcessorList
+
+        started = time.perf_counter()
+        prompt = self.tokenizer.apply_chat_template(
+            plain_messages(request), tokenize=False, add_generation_prompt=True
+        )
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.hf_model.device)
+        sampling = request.sampling
+        processors = LogitsProcessorList()
+        if request.json_schema is not None:
+            processors.append(self._processor(request.json_schema))
+        torch.manual_seed(request.effective_seed)
+        sample = sampling.temperature > 0
+        with torch.no_grad():
+            output = self.hf_model.generate(
+                **inputs,
+                logits_processor=processors,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=None,
+                stop_strings=list(sampling.stop) or None,
+                tokenizer=self.tokenizer,
+                return_dict_in_generate=True,
+                output_scores=sampling.logprobs is not None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_ids = output.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+        eos_ids = _eos_ids(self.hf_model)
+        stopped = bool(new_ids) and (new_ids[-1] in eos_ids or len(new_ids) < sampling.max_tokens)
+        text_ids = new_ids[:-1] if new_ids and new_ids[-1] in eos_ids else new_ids
+        return Completion(
+            text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=int(inputs["input_ids"].shape[1]),
+            completion_tokens=len(new_ids),
+            logprobs=self._logprobs(output, new_ids, sampling.logprobs),
+            model=self.config.label,
+            latency_s=time.perf_counter() - started,
+        )
+
+    def _logprobs(
+        self, output: Any, new_ids: list[int], top_k: int | None
+    ) -> tuple[TokenLogprob, ...] | None:
+        if top_k is None or not output.scores:
+            return None
+        tokens = []
+        for token_id, scores in zip(new_ids, output.scores):
+            logprobs = scores[0].float().log_softmax(-1)
+            best = logprobs.topk(max(top_k, 1))
+            top = {
+                self.tokenizer.decode([int(i)]): float(v) for v, i in zip(best.values, best.indices)
+            }
+            tokens.append(
+                TokenLogprob(
+                    token=self.tokenizer.decode([token_id]),
+                    logprob=float(logprobs[token_id]),
+                    top=top,
+                )
+            )
+        return tuple(tokens)
+
+    def close(self) -> None:
+        self._processors.clear()
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

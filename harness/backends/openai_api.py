@@ -1,0 +1,143 @@
+"""Any OpenAI-compatible endpoint: an existing vLLM server, a local gateway, or OpenAI itself.
+
+Structured output uses `response_format={"type": "json_schema", ...}` (a vLLM server ignores
+the older `guided_json` extra). The API key is read from the environment variable the profile
+names, never from the profile. While offline only loopback endpoints are accepted. Requests
+run on a bounded thread pool (`concurrency`); the client retries transient errors a bounded
+number of times (`max_attempts`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.config import RoleConfig
+from harness.offline import check_endpoint
+from harness.types import ChatRequest, Completion, TokenLogprob, failed_completion
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(
+        self, role: str, config: RoleConfig, context: RunContext, base_url: str | None = None
+    ) -> None:
+        super().__init__(role, config, context)
+        self.base_url = base_url or config.base_url or ""
+        check_endpoint(self.base_url, offline=context.offline, where=f"roles.{role}.base_url")
+        self.model_name = config.served_model_name or config.model
+        self.client = self._client()
+
+    def _client(self):  # -> openai.OpenAI
+        import openai
+
+        api_key = "not-needed"
+        if self.config.api_key_env:
+            api_key = os.environ.get(self.config.api_key_env, "")
+            if not api_key:
+                raise BackendError(
+                    f"role {self.role!r}: environment variable {self.config.api_key_env} "
+                    "(roles.*.api_key_env) is empty; export the API key there"
+                )
+        return openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            max_retries=self.config.max_attempts - 1,
+            timeout=self.config.request_timeout_s,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "base_url": self.base_url, "served": self.model_name}
+
+    def _arguments(self, request: ChatRequest) -> dict[str, Any]:
+        sampling = request.sampling
+        arguments: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": plain_messages(request),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_completion_tokens": sampling.max_tokens,
+            "seed": request.effective_seed,
+        }
+        if sampling.stop:
+            arguments["stop"] = list(sampling.stop)
+        if sampling.logprobs is not None:
+            arguments |= {"logprobs": True, "top_logprobs": sampling.logprobs}
+        if request.json_schema is not None:
+            arguments["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.json_schema,
+                    "strict": True,
+                },
+            }
+        return arguments
+
+    def _complete(self, request: ChatRequest) -> Completion:
+        import openai
+
+        started = time.perf_counter()
+        try:
+            response = self.client.chat.completions.create(**self._arguments(request))
+        except (
+            openai.AuthenticationError,
+            openai.PermissionDeniedError,
+            openai.NotFoundError,
+        ) as exc:
+            raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
+        except openai.OpenAIError as exc:
+            return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            finish_reason="stop" if choice.finish_reason == "stop" else "length",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            logprobs=_token_logprobs(choice),
+            model=self.config.label,
+            latency_s=time.perf_counter() - started,
+        )
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    if advance:
+                        advance(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+            self.client = None
+
+
+def _token_logprobs(choice: Any) -> tuple[TokenLogprob, ...] | None:
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content:
+        return None
+    return tuple(
+        TokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            top={alt.token: alt.logprob for alt in (t.top_logprobs or [])},
+        )
+        for t in content
+    )

@@ -1,0 +1,143 @@
+"""The in-process vLLM engine. Structured output goes through vLLM's own grammar engines
+(xgrammar by default; guidance or outlines by config), chosen once per engine.
+
+Engine options come from the role's `engine:` mapping unchanged (tensor_parallel_size,
+gpu_memory_utilization, max_model_len, dtype, enforce_eager, ...), so several GPUs are a
+config change. Scripts that build an engine need an `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.config import RoleConfig
+from harness.models.manifest import resolve_model
+from harness.types import ChatRequest, Completion, TokenLogprob
+
+
+def structured_outputs_config(grammar: str) -> dict[str, Any]:
+    """Engine-level grammar settings. Whitespace is disabled at engine level because a
+    per-request flag is ignored and an unconstrained model pads JSON with whitespace until
+    max_tokens; vLLM's outlines engine bounds whitespace itself and rejects the flag."""
+    config: dict[str, Any] = {"backend": grammar}
+    if grammar != "outlines":
+        config["disable_any_whitespace"] = True
+    return config
+
+
+class _ProgressBridge(tqdm):  # type: ignore[type-arg]
+    """Lets vLLM's progress loop drive the harness's rich progress bar, printing nothing."""
+
+    def __init__(self, *args: Any, advance: Advance, **kwargs: Any) -> None:
+        kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+        super().__init__(*args, **kwargs)
+        self._advance = advance if self.iterable is None else None
+
+    def update(self, n: float | None = 1) -> bool | None:
+        result = super().update(n)
+        if self._advance is not None and n:
+            self._advance(int(n))
+        return result
+
+    def close(self) -> None:
+        super().close()
+        self.fp.close()
+
+
+class VLLMEngineBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
+        super().__init__(role, config, context)
+        from vllm import LLM
+
+        model_path = resolve_model(config.model, offline=context.offline)
+        options = {"seed": 0, **config.engine}
+        started = time.perf_counter()
+        try:
+            self.llm = LLM(
+                model=model_path,
+                served_model_name=config.label,
+                structured_outputs_config=structured_outputs_config(config.grammar),
+                **options,
+            )
+        except Exception as exc:
+            raise BackendError(f"role {role!r}: vLLM could not load {config.model}: {exc}") from exc
+        self.startup_s = time.perf_counter() - started
+
+    def _sampling_params(self, request: ChatRequest):  # -> vllm.SamplingParams
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        sampling = request.sampling
+        structured = (
+            StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
+        )
+        return SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=request.effective_seed,
+            logprobs=sampling.logprobs,
+            stop=list(sampling.stop) or None,
+            structured_outputs=structured,
+        )
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        if not requests:
+            return []
+        progress = functools.partial(_ProgressBridge, advance=advance) if advance else False
+        started = time.perf_counter()
+        outputs = self.llm.chat(
+            [plain_messages(r) for r in requests],
+            [self._sampling_params(r) for r in requests],
+            use_tqdm=progress,
+        )
+        latency = time.perf_counter() - started  # every request of a batch waits for the batch
+        return [self._completion(o, latency) for o in outputs]
+
+    def _completion(self, output: Any, latency: float) -> Completion:
+        sample = output.outputs[0]
+        finish = "stop" if sample.finish_reason in ("stop", "eos") else "length"
+        return Completion(
+            text=sample.text,
+            finish_reason=finish if sample.finish_reason != "abort" else "error",
+            prompt_tokens=len(output.prompt_token_ids or ()),
+            completion_tokens=len(sample.token_ids),
+            logprobs=_token_logprobs(sample),
+            model=self.config.label,
+            error="aborted by the engine" if sample.finish_reason == "abort" else None,
+            latency_s=latency,
+        )
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
+
+def _token_logprobs(sample: Any) -> tuple[TokenLogprob, ...] | None:
+    if not sample.logprobs:
+        return None
+    tokens = []
+    for token_id, candidates in zip(sample.token_ids, sample.logprobs):
+        chosen = candidates.get(token_id)
+        top = {c.decoded_token or "": c.logprob for c in candidates.values()}
+        tokens.append(
+            TokenLogprob(
+                token=chosen.decoded_token if chosen else "",
+                logprob=chosen.logprob if chosen else float("-inf"),
+                top=top,
+            )
+        )
+    return tuple(tokens)

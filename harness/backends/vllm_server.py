@@ -1,0 +1,193 @@
+"""A vLLM OpenAI-compatible server that the harness starts itself on 127.0.0.1.
+
+The server runs as a child process on a free loopback port, logs into the run folder
+(`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats), and is
+stopped when the role closes: on success, on error, on Ctrl-C, and (through the kernel's
+parent-death signal) when the harness itself dies. Requests go through the OpenAI client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import BackendError, RunContext
+from harness.backends.openai_api import OpenAIBackend
+from harness.backends.vllm_engine import structured_outputs_config
+from harness.config import RoleConfig
+from harness.models.manifest import resolve_model
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+PR_SET_PDEATHSIG = 1
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def engine_flags(engine: dict[str, Any]) -> list[str]:
+    """`{tensor_parallel_size: 2, enforce_eager: true}` -> `--tensor-parallel-size 2
+    --enforce-eager`: engine options pass to the server unchanged."""
+    flags: list[str] = []
+    for key, value in engine.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, (dict, list)):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def server_command(model_path: str, config: RoleConfig, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        model_path,
+        "--served-model-name",
+        config.label,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--seed",
+        "0",
+        "--structured-outputs-config",
+        json.dumps(structured_outputs_config(config.grammar)),
+        "--no-enable-log-requests",
+        "--disable-uvicorn-access-log",
+        *engine_flags(config.engine),
+    ]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when the harness dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class VLLMServerBackend(OpenAIBackend):
+    name = "vllm-server"
+
+    def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        model_path = resolve_model(config.model, offline=context.offline)
+        port = free_loopback_port()
+        context.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = context.logs_dir / f"{role}-vllm-server.log"
+        started = time.perf_counter()
+        self._start(server_command(model_path, config, port))
+        try:
+            self._wait_healthy(f"http://127.0.0.1:{port}", config.startup_timeout_s, role)
+        except BaseException:
+            self._stop()
+            raise
+        self.startup_s = time.perf_counter() - started
+        try:
+            super().__init__(
+                role,
+                config.model_copy(update={"served_model_name": config.label}),
+                context,
+                base_url=f"http://127.0.0.1:{port}/v1",
+            )
+        except BaseException:
+            self._stop()
+            raise
+
+    def _start(self, command: list[str]) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(command)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                env=os.environ.copy(),
+            )
+            log.write(f"# harness: server pid {self.process.pid}\n".encode())
+
+    def _wait_healthy(self, root: str, timeout_s: float, role: str) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise BackendError(
+                    f"role {role!r}: the vLLM server exited with code {self.process.returncode} "
+                    f"while starting; last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            with contextlib.suppress(OSError):
+                if opener.open(f"{root}/health", timeout=2).status == 200:
+                    return
+            time.sleep(0.5)
+        raise BackendError(
+            f"role {role!r}: the vLLM server was not healthy after {timeout_s:.0f} s "
+            f"(startup_timeout_s); see {self.log_path}"
+        )
+
+    def _stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill_group(process.pid)
+            process.wait(timeout=10)
+        # The engine processes the server spawned share its process group; wait them out too.
+        if not _group_gone(process.pid, timeout_s=15):
+            _kill_group(process.pid)
+            _group_gone(process.pid, timeout_s=10)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def close(self) -> None:
+        super().close()
+        self._stop()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _tail(path: Path, num_lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-num_lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,212 @@
+"""The `harness` command. Each command loads the profile, calls one library function and
+renders the result with rich. Heavy libraries (torch, vLLM) are imported inside commands only,
+after the offline guard has set the environment, so `harness --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from harness.config import ConfigError, HarnessConfig, dump_config, load_config
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run profile (YAML). Default: configs/default.yaml (tiny local models).",
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a profile key, e.g. --set roles.verifier.model=tiny-m (repeatable).",
+)
+
+
+def prepare_run(config_path: Path | None, overrides: tuple[str, ...]) -> HarnessConfig:
+    """Load the profile, apply the offline guard, and write the resolved config to the run."""
+    from harness.offline import apply_environment
+
+    config = load_config(config_path, list(overrides))
+    apply_environment(config.offline)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    return config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="harness")
+def main() -> None:
+    """Rubric rewards for LLM post-training on local, open-weight models.
+
+    Roles (policy, proposer, verifier, judge) map to backends and models in a YAML profile;
+    everything runs offline unless the profile says `offline: false`.
+    """
+
+
+@main.group()
+def models() -> None:
+    """Build, fetch and list local models."""
+
+
+@models.command("build-tiny")
+def models_build_tiny() -> None:
+    """Build the tiny local chat models (tokenizer + 3 random Qwen2 sizes) into models/weights/."""
+    from rich.table import Table
+
+    from harness.models.tiny import build_tiny_models
+    from harness.offline import apply_environment
+    from harness.roles import console
+
+    apply_environment(offline=True)
+    with console.status("building tiny models"):
+        rows = build_tiny_models()
+    table = Table("model", "parameters", "path", title="tiny models")
+    for row in rows:
+        table.add_row(row["name"], f"{row['num_params']:,}", row["path"])
+    console.print(table)
+
+
+@models.command("list")
+def models_list() -> None:
+    """Show the recommended models per role and whether each is on this machine."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.models.manifest import PROJECT_ROOT, load_manifest, local_model_dir
+    from harness.models.tiny import TINY_SIZES
+
+    def where(name: str) -> str:
+        local = local_model_dir(name)
+        if local is None:
+            return "-"
+        return str(local.relative_to(PROJECT_ROOT) if local.is_relative_to(PROJECT_ROOT) else local)
+
+    table = Table("model", "roles", "params (B)", "local", "note", title="models")
+    for size in TINY_SIZES:
+        table.add_row(
+            size.name, "all (tests)", "tiny", where(size.name), "harness models build-tiny"
+        )
+    for entry in load_manifest():
+        table.add_row(
+            entry.name, ", ".join(entry.roles), f"{entry.params_b:g}", where(entry.name), entry.note
+        )
+    Console().print(table)
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--role", help="Fetch every manifest model recommended for this role.")
+@click.option("--online", is_flag=True, help="Required: this command downloads from the hub.")
+def models_fetch(names: tuple[str, ...], role: str | None, online: bool) -> None:
+    """Download models into models/weights/ to carry them to an air-gapped machine."""
+    from harness.models.fetch import fetch_models
+
+    if not online:
+        raise click.UsageError("fetching downloads from the network; pass --online to allow it")
+    paths = fetch_models(list(names), role)
+    for path in paths:
+        click.echo(path)
+
+
+@main.command()
+@config_option
+@set_option
+@click.option(
+    "--role",
+    "role_name",
+    default="verifier",
+    show_default=True,
+    type=click.Choice(["policy", "proposer", "verifier", "judge"]),
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: RUN_DIR/generate/ROLE.jsonl",
+)
+@click.option("--samples", "num_samples", default=1, show_default=True, type=click.IntRange(1))
+def generate(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    role_name: str,
+    input_path: Path,
+    output_path: Path | None,
+    num_samples: int,
+) -> None:
+    """Send a JSONL file of chat requests to a role and write the completions."""
+    from rich.table import Table
+
+    from harness.generate import generate_file
+    from harness.roles import console
+
+    config = prepare_run(config_path, overrides)
+    result = generate_file(config, role_name, input_path, output_path, num_samples)
+    table = Table(
+        "requests",
+        "failed",
+        "in tok",
+        "out tok",
+        "s",
+        "req/s",
+        "out tok/s",
+        "cached",
+        title=f"generate: {role_name}",
+    )
+    seconds = max(result.seconds, 1e-9)
+    table.add_row(
+        str(result.num_requests),
+        str(result.num_failed),
+        str(result.prompt_tokens),
+        str(result.completion_tokens),
+        f"{result.seconds:.1f}",
+        f"{result.num_requests / seconds:.1f}",
+        f"{result.completion_tokens / seconds:.0f}",
+        str(result.cache_hits),
+    )
+    console.print(table)
+    console.print(f"completions: {result.output_path}")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so engines and servers are stopped on the way out."""
+    raise KeyboardInterrupt
+
+
+def run() -> None:
+    """Console entry point: clear one-line errors for bad input, never a traceback."""
+    from harness.jsonl import InputError
+    from harness.models.manifest import ModelNotFoundError
+    from harness.offline import OfflineError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main(standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted: engines and servers were stopped; rerun to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, InputError, OfflineError, ModelNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a backend that cannot start, a server that died
+        from harness.backends.base import BackendError
+
+        if not isinstance(exc, BackendError):
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)

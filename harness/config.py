@@ -1,0 +1,205 @@
+"""Run profiles: YAML files in `configs/`, validated by pydantic, with `--set a.b=c` overrides.
+
+A profile maps each role (`policy`, `proposer`, `verifier` or a list of verifiers, `judge`) to a
+backend, a model, sampling settings and a pass-through mapping of engine options. A bad key or
+value fails with the file, the line, the key's dotted path and a hint. No torch or vLLM import
+happens here, so `harness --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.models.manifest import PROJECT_ROOT
+from harness.types import Sampling
+
+DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "default.yaml"
+ROLE_NAMES = ("policy", "proposer", "verifier", "judge")
+BackendName = Literal["vllm", "vllm-server", "openai", "transformers", "scripted"]
+
+
+class ConfigError(ValueError):
+    """A profile that cannot be used; the message names file, line, key and a fix."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleConfig(StrictModel):
+    """How one role is served: which backend, which model, how to sample."""
+
+    name: str | None = Field(None, description="label in tables; defaults to the model")
+    backend: BackendName
+    model: str
+    sampling: Sampling = Sampling()
+    engine: dict[str, Any] = Field(default_factory=dict, description="passed to vLLM as is")
+    grammar: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="variable holding the API key")
+    served_model_name: str | None = None
+    concurrency: int = Field(16, ge=1, le=1024)
+    max_attempts: int = Field(3, ge=1, le=10)
+    request_timeout_s: float = Field(600.0, gt=0)
+    startup_timeout_s: float = Field(600.0, gt=0)
+    replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> RoleConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.backend == "scripted" and self.replies is None:
+            raise ValueError("backend 'scripted' needs replies (a list or a mapping)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class Roles(StrictModel):
+    policy: RoleConfig | None = None
+    proposer: RoleConfig | None = None
+    verifier: list[RoleConfig] = Field(default_factory=list)
+    judge: RoleConfig | None = None
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    def get(self, role: str) -> RoleConfig:
+        """The config of a role; for `verifier`, the first one listed."""
+        if role not in ROLE_NAMES:
+            raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLE_NAMES)}")
+        value = getattr(self, role)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None:
+            raise ConfigError(f"role {role!r} is not configured in this profile (roles.{role})")
+        return value
+
+
+class HarnessConfig(StrictModel):
+    offline: bool = True
+    runs_dir: str = "runs"
+    run_name: str = "default"
+    cache: bool = True
+    roles: Roles = Roles()
+
+    @property
+    def run_dir(self) -> Path:
+        base = Path(self.runs_dir)
+        return (base if base.is_absolute() else PROJECT_ROOT / base) / self.run_name
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> HarnessConfig:
+    """Read a profile, apply `a.b=c` overrides, validate; errors name file, line and key."""
+    path = Path(path) if path else DEFAULT_PROFILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read profile ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}:1: a profile is a mapping of keys, not {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return HarnessConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, lines, overrides)) from None
+
+
+def dump_config(config: HarnessConfig) -> str:
+    """The resolved profile as YAML (the env var name of an API key, never its value)."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. roles.verifier.model=tiny-m")
+    node: Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)] if part.isdigit() and int(part) < len(node) else None
+        else:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if node is None:
+            raise ConfigError(f"--set {item!r}: {part!r} does not lead to a mapping or list item")
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = yaml.safe_load(value)
+    elif isinstance(node, dict):
+        node[last] = yaml.safe_load(value)
+    else:
+        raise ConfigError(f"--set {item!r}: cannot set {last!r} there")
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    index: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                index[path + (key_node.value,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key_node.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                index[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    """The line of the deepest part of `loc` present in the file (list indices may be implied)."""
+    path: tuple[Any, ...] = ()
+    found = None
+    for part in loc:
+        if path + (part,) in lines:
+            path += (part,)
+            found = lines[path]
+        elif not isinstance(part, int):
+            break
+    return found
+
+
+def _all_field_names() -> list[str]:
+    names: set[str] = set()
+    for model in (HarnessConfig, Roles, RoleConfig, Sampling):
+        names.update(model.model_fields)
+    return sorted(names)
+
+
+def _describe(exc: ValidationError, path: Path, lines: dict, overrides: list[str]) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(loc, lines)
+        where = f"{path}:{line}" if line else f"{path}"
+        if any(o.startswith(dotted.rsplit(".", 1)[0]) for o in overrides) and not line:
+            where = f"{path} (after --set)"
+        message = f"{where}: {dotted}: {error['msg']}"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _all_field_names(), n=1)
+            message += f" (did you mean {close[0]!r}?)" if close else " (remove it)"
+        messages.append(message)
+    return "invalid profile:\n  " + "\n  ".join(messages)

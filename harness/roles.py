@@ -1,0 +1,134 @@
+"""Roles: what stages ask for (`policy`, `proposer`, `verifier`, `judge`), never a backend.
+
+`open_role` builds the backend a profile maps a role to, puts the completion cache in front
+of it, and returns a `Role` whose `generate` shows a progress bar and retries failed answers
+(errors, truncated or unparseable JSON) a bounded number of times with a fresh seed and a
+backoff. What still fails after the last attempt comes back with its error set, so that a
+stage records it as unscored instead of inventing an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.backends import Backend, RunContext, create_backend
+from harness.backends.cache import CachedBackend, CompletionCache
+from harness.config import HarnessConfig, RoleConfig
+from harness.types import ChatRequest, Completion
+
+BACKOFF_S = 0.5
+console = Console(stderr=True)
+
+
+@dataclass
+class RoleStats:
+    requests: int = 0
+    failed: int = 0
+    retried: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class Role:
+    def __init__(self, name: str, config: RoleConfig, backend: Backend) -> None:
+        self.name = name
+        self.config = config
+        self.backend = backend
+        self.stats = RoleStats()
+
+    def generate(
+        self, requests: Sequence[ChatRequest], description: str | None = None
+    ) -> list[Completion]:
+        """One completion per request, in order; failures retried up to `max_attempts`."""
+        started = time.perf_counter()
+        results: list[Completion | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        with progress_bar() as progress:
+            task = progress.add_task(
+                description or f"{self.name} ({self.config.label})", total=len(requests)
+            )
+            for attempt in range(self.config.max_attempts):
+                if attempt:
+                    self.stats.retried += len(pending)
+                    _backoff(attempt, [results[i] for i in pending])
+                batch = [
+                    requests[i].model_copy(update={"attempt": requests[i].attempt + attempt})
+                    for i in pending
+                ]
+                advance = (lambda n: progress.advance(task, n)) if attempt == 0 else None
+                for i, completion in zip(pending, self.backend.generate(batch, advance)):
+                    results[i] = completion
+                pending = [i for i in pending if _should_retry(results[i])]
+                if not pending:
+                    break
+        done = [r for r in results if r is not None]
+        self._count(done, time.perf_counter() - started)
+        return done
+
+    def _count(self, completions: list[Completion], seconds: float) -> None:
+        self.stats.requests += len(completions)
+        self.stats.failed += sum(c.error is not None for c in completions)
+        self.stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
+        self.stats.seconds += seconds
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _should_retry(completion: Completion | None) -> bool:
+    return completion is None or completion.error is not None
+
+
+def _backoff(attempt: int, failed: list[Completion | None]) -> None:
+    """Wait before a retry only when requests failed outright (a server, a rate limit)."""
+    if any(c is not None and c.finish_reason == "error" for c in failed):
+        time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_context(config: HarnessConfig) -> RunContext:
+    return RunContext(run_dir=config.run_dir, offline=config.offline, cache=config.cache)
+
+
+def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:
+    backend = create_backend(name, role_config, context)
+    if context.cache and role_config.backend != "scripted":
+        cache = CompletionCache(context.cache_dir / "completions.sqlite")
+        backend = CachedBackend(backend, cache)
+    return Role(name, role_config, backend)
+
+
+@contextmanager
+def open_role(name: str, role_config: RoleConfig, context: RunContext) -> Iterator[Role]:
+    """A started role that is always closed (engine shut down, server stopped)."""
+    role = build_role(name, role_config, context)
+    try:
+        yield role
+    finally:
+        role.close()

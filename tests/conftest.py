@@ -1,0 +1,49 @@
+"""Shared fixtures: the tiny models (built once if missing), run folders, verdict requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.backends import RunContext
+from harness.config import RoleConfig
+from harness.models.manifest import WEIGHTS_DIR
+from harness.models.tiny import build_tiny_models, tiny_models_ready
+from harness.offline import apply_environment
+from harness.types import ChatMessage, ChatRequest, Sampling, json_schema_of, verdict_type
+
+CRITERION_IDS = [f"c{i}" for i in range(1, 11)]
+
+apply_environment(offline=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    if not tiny_models_ready():
+        build_tiny_models()
+    return WEIGHTS_DIR
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> RunContext:
+    return RunContext(run_dir=tmp_path / "run")
+
+
+def verdict_requests(num: int, temperature: float = 1.0) -> list[ChatRequest]:
+    """`num` requests whose answers must be `{"c1": "yes"|"no", ..., "c10": ...}`."""
+    schema = json_schema_of(verdict_type(CRITERION_IDS))
+    return [
+        ChatRequest(
+            messages=(ChatMessage(role="user", content=f"Response {i}: answer c1..c10."),),
+            sampling=Sampling(temperature=temperature, max_tokens=256),
+            json_schema=schema,
+            schema_name="verdicts",
+            id=f"r{i}",
+        )
+        for i in range(num)
+    ]
+
+
+def scripted_role(replies: list[str] | dict[str, str] | None = None, **fields) -> RoleConfig:
+    return RoleConfig(backend="scripted", model="scripted", replies=replies or [], **fields)

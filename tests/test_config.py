@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from harness.config import DEFAULT_PROFILE, ConfigError, dump_config, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_profile_maps_every_role_to_a_tiny_local_model():
+    config = load_config(DEFAULT_PROFILE)
+    assert config.offline is True
+    assert [v.label for v in config.roles.verifier] == ["tiny-s", "tiny-m", "tiny-l"]
+    for role in ("policy", "proposer", "verifier", "judge"):
+        assert config.roles.get(role).model.startswith("tiny-")
+
+
+def test_unknown_key_names_file_line_path_and_a_hint(tmp_path):
+    path = write(
+        tmp_path, "roles:\n  verifier:\n    backend: vllm\n    model: tiny-s\n    temprature: 0\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert f"{path}:5" in message
+    assert "roles.verifier.0.temprature" in message
+    assert "did you mean 'temperature'" in message
+
+
+def test_bad_value_names_its_line_and_path(tmp_path):
+    path = write(tmp_path, "offline: true\nroles:\n  judge:\n    backend: nope\n    model: m\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}:4: roles.judge.backend" in str(error.value)
+
+
+def test_nested_sampling_value_out_of_range(tmp_path):
+    text = "roles:\n  policy:\n    backend: vllm\n    model: m\n    sampling:\n      top_p: 3\n"
+    with pytest.raises(ConfigError, match=r"profile.yaml:6: roles.policy.sampling.top_p"):
+        load_config(write(tmp_path, text))
+
+
+def test_overrides_are_typed_and_reach_list_items():
+    config = load_config(
+        DEFAULT_PROFILE,
+        ["roles.verifier.1.model=tiny-l", "roles.judge.sampling.max_tokens=7", "offline=false"],
+    )
+    assert config.roles.verifier[1].model == "tiny-l"
+    assert config.roles.judge.sampling.max_tokens == 7
+    assert config.offline is False
+
+
+def test_bad_override_is_a_clear_error():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(DEFAULT_PROFILE, ["roles.judge"])
+    with pytest.raises(ConfigError, match=r"roles\.judge\.sampling\.max_tokens"):
+        load_config(DEFAULT_PROFILE, ["roles.judge.sampling.max_tokens=-1"])
+
+
+def test_backend_specific_requirements(tmp_path):
+    with pytest.raises(ConfigError, match="needs base_url"):
+        load_config(write(tmp_path, "roles:\n  judge: {backend: openai, model: m}\n"))
+
+
+def test_resolved_config_holds_the_key_variable_never_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY_VAR", "sk-do-not-write-me")
+    text = (
+        "offline: false\nroles:\n  judge: {backend: openai, model: m, "
+        "base_url: 'https://api.example.com/v1', api_key_env: SECRET_KEY_VAR}\n"
+    )
+    dumped = dump_config(load_config(write(tmp_path, text)))
+    assert "SECRET_KEY_VAR" in dumped
+    assert "sk-do-not-write-me" not in dumped
+
+
+def test_missing_role_is_named():
+    config = load_config(DEFAULT_PROFILE, ["roles.judge=null"])
+    with pytest.raises(ConfigError, match="role 'judge' is not configured"):
+        config.roles.get("judge")
