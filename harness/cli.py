@@ -180,6 +180,52 @@ def generate(
     console.print(f"completions: {result.output_path}")
 
 
+def stage_command(last: str, help_text: str) -> click.Command:
+    @click.command(name=last, help=help_text)
+    @config_option
+    @set_option
+    def command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+        from harness.pipeline import run_stages
+
+        config = prepare_run(config_path, overrides)
+        show_stages(run_stages(config, last), config.run_dir)
+
+    return command
+
+
+def show_stages(results: list, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from harness.pipeline import refine_stats
+    from harness.roles import console
+
+    table = Table("stage", "status", "counts", "seconds", title="rubric pipeline")
+    for result in results:
+        counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if k != "seconds")
+        status = "reused" if result.reused else "ran"
+        table.add_row(result.stage, status, counts, f"{result.seconds:.1f}")
+    console.print(table)
+    if (run_dir / "refine.jsonl").exists() and any(r.stage == "refine" for r in results):
+        iterations = Table("iteration", "prompts", "refined", "failed", "tied before",
+                           "separated after", "criteria (mean)", "unscored",
+                           title="refinement-through-differentiation")  # fmt: skip
+        for s in refine_stats(run_dir):
+            iterations.add_row(*map(str, (s.iteration, s.num_prompts, s.num_refined, s.num_failed,
+                                          s.tied_before, s.separated_after, s.num_criteria_mean,
+                                          s.num_unscored_verdicts)))  # fmt: skip
+        console.print(iterations)
+    console.print(f"run folder: {run_dir}")
+
+
+for _stage, _help in (
+    ("rollouts", "Candidate responses to every prompt from the rollout models."),
+    ("propose", "The initial rubric of every prompt, from the prompt alone (proposer)."),
+    ("refine", "Refinement-through-Differentiation of the rubrics (proposer + verifier)."),
+    ("verify", "Verdicts and rewards of every candidate under its latest rubric."),
+):
+    main.add_command(stage_command(_stage, _help))
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so engines and servers are stopped on the way out."""
     raise KeyboardInterrupt

@@ -85,17 +85,77 @@ class Roles(StrictModel):
         return value
 
 
+class DataConfig(StrictModel):
+    prompts: str = Field(
+        "harness/data/sample_prompts.jsonl",
+        description="JSONL, Parquet, a saved HF dataset, the paper's .json, or a HealthBench JSONL",
+    )
+    max_prompts: int | None = Field(None, ge=1)
+
+
+class RolloutsConfig(StrictModel):
+    num_samples: int = Field(4, ge=1, description="responses per prompt and model")
+    models: list[RoleConfig] = Field(default_factory=list, description="default: the policy")
+
+
+class ProposeConfig(StrictModel):
+    min_criteria: int = Field(3, ge=1)
+    max_criteria: int = Field(20, ge=1, le=100)
+    max_criterion_chars: int = Field(300, ge=20)
+
+
+class VerifyConfig(StrictModel):
+    mode: Literal["all", "each"] = "all"
+    reward: Literal["paper", "healthbench", "unweighted"] = "healthbench"
+    min_scored_share: float = Field(0.5, ge=0.0, le=1.0)
+    logprobs: int = Field(5, ge=0, le=20, description="top logprobs for P(yes) in `each` mode")
+
+
+class RefineConfig(StrictModel):
+    iterations: int = Field(4, ge=0, description="0 skips refinement")
+    pair: Literal["top2", "diverse"] = "top2"
+    verifier: str | None = Field(None, description="verifier label; default: the first")
+
+
 class HarnessConfig(StrictModel):
     offline: bool = True
     runs_dir: str = "runs"
     run_name: str = "default"
     cache: bool = True
+    prompts_dir: str | None = Field(None, description="templates; default: prompts/")
     roles: Roles = Roles()
+    data: DataConfig = DataConfig()
+    rollouts: RolloutsConfig = RolloutsConfig()
+    propose: ProposeConfig = ProposeConfig()
+    verify: VerifyConfig = VerifyConfig()
+    refine: RefineConfig = RefineConfig()
+
+    @model_validator(mode="after")
+    def _criteria_bounds(self) -> HarnessConfig:
+        if self.propose.min_criteria > self.propose.max_criteria:
+            raise ValueError("propose.min_criteria must not exceed propose.max_criteria")
+        return self
 
     @property
     def run_dir(self) -> Path:
-        base = Path(self.runs_dir)
-        return (base if base.is_absolute() else PROJECT_ROOT / base) / self.run_name
+        return self.project_path(self.runs_dir) / self.run_name
+
+    def project_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def verifier(self, label: str | None = None) -> RoleConfig:
+        """A verifier by label; the first one listed when `label` is None."""
+        if label is None:
+            return self.roles.get("verifier")
+        for verifier in self.roles.verifier:
+            if verifier.label == label:
+                return verifier
+        known = ", ".join(v.label for v in self.roles.verifier) or "none"
+        raise ConfigError(f"no verifier named {label!r} in roles.verifier (known: {known})")
+
+    def rollout_models(self) -> list[RoleConfig]:
+        return self.rollouts.models or [self.roles.get("policy")]
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> HarnessConfig:
@@ -183,7 +243,17 @@ def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | N
 
 def _all_field_names() -> list[str]:
     names: set[str] = set()
-    for model in (HarnessConfig, Roles, RoleConfig, Sampling):
+    for model in (
+        HarnessConfig,
+        Roles,
+        RoleConfig,
+        Sampling,
+        DataConfig,
+        RolloutsConfig,
+        ProposeConfig,
+        VerifyConfig,
+        RefineConfig,
+    ):
         names.update(model.model_fields)
     return sorted(names)
 

@@ -48,7 +48,7 @@ def apply_environment(offline: bool) -> None:
     # vLLM's CPU build refuses to start without an explicit KV-cache size; a CUDA build ignores it.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -9,6 +9,7 @@ stage records it as unscored instead of inventing an answer.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from rich.progress import (
 from harness.backends import Backend, RunContext, create_backend
 from harness.backends.cache import CachedBackend, CompletionCache
 from harness.config import HarnessConfig, RoleConfig
-from harness.types import ChatRequest, Completion
+from harness.types import ChatRequest, Completion, failed_completion
 
 BACKOFF_S = 0.5
 console = Console(stderr=True)
@@ -54,14 +55,24 @@ class Role:
         self, requests: Sequence[ChatRequest], description: str | None = None
     ) -> list[Completion]:
         """One completion per request, in order; failures retried up to `max_attempts`."""
+        if not requests:
+            return []
         started = time.perf_counter()
         results: list[Completion | None] = [None] * len(requests)
         pending = list(range(len(requests)))
+        for i in pending:
+            reason = self.backend.prompt_too_long(requests[i])
+            if reason:
+                results[i] = failed_completion(self.config.label, reason)
+        pending = [i for i in pending if results[i] is None]
         with progress_bar() as progress:
             task = progress.add_task(
                 description or f"{self.name} ({self.config.label})", total=len(requests)
             )
+            progress.advance(task, len(requests) - len(pending))
             for attempt in range(self.config.max_attempts):
+                if not pending:
+                    break
                 if attempt:
                     self.stats.retried += len(pending)
                     _backoff(attempt, [results[i] for i in pending])
@@ -73,8 +84,6 @@ class Role:
                 for i, completion in zip(pending, self.backend.generate(batch, advance)):
                     results[i] = completion
                 pending = [i for i in pending if _should_retry(results[i])]
-                if not pending:
-                    break
         done = [r for r in results if r is not None]
         self._count(done, time.perf_counter() - started)
         return done
@@ -122,6 +131,38 @@ def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:
         cache = CompletionCache(context.cache_dir / "completions.sqlite")
         backend = CachedBackend(backend, cache)
     return Role(name, role_config, backend)
+
+
+class RolePool:
+    """Starts each distinct backend once per run: roles served by the same model and engine
+    settings (say, proposer and verifier both on one model) share one engine or server."""
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        self._backends: dict[str, Backend] = {}
+
+    def role(self, name: str, role_config: RoleConfig) -> Role:
+        fields = {"backend", "model", "engine", "grammar", "base_url", "replies"}
+        key = json.dumps(role_config.model_dump(mode="json", include=fields), sort_keys=True)
+        if key not in self._backends:
+            self._backends[key] = build_role(name, role_config, self.context).backend
+        return Role(name, role_config, self._backends[key])
+
+    def cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) of the completion cache over every backend of the pool so far."""
+        cached = [b for b in self._backends.values() if isinstance(b, CachedBackend)]
+        return sum(b.hits for b in cached), sum(b.misses for b in cached)
+
+    def close(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            backend.close()
+
+    def __enter__(self) -> RolePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 
 class Record(BaseModel):
@@ -111,3 +111,88 @@ def _strip_titles(node: Any) -> Any:
     if isinstance(node, list):
         return [_strip_titles(v) for v in node]
     return node
+
+
+# --- the rubric pipeline's records: prompts -> candidates -> rubrics -> verdicts ---
+
+
+class Prompt(Record):
+    """A task to write rubrics for: a user prompt or a whole conversation."""
+
+    id: str = Field(min_length=1)
+    prompt: str | tuple[ChatMessage, ...]
+    domain: str | None = None
+    metadata: dict[str, Any] = {}
+
+    @property
+    def messages(self) -> tuple[ChatMessage, ...]:
+        if isinstance(self.prompt, str):
+            return (ChatMessage(role="user", content=self.prompt),)
+        return self.prompt
+
+    def render(self) -> str:
+        """The conversation as plain text, for templates that show it to a model."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n\n".join(f"[{m.role}]\n{m.content}" for m in self.prompt)
+
+
+class Candidate(Record):
+    """One response to a prompt, from a named model (or a reference answer)."""
+
+    id: str
+    prompt_id: str
+    text: str
+    model: str
+    sample_index: int = 0
+
+
+class Criterion(Record):
+    """A yes/no check. Paper rubrics weigh 1..3; HealthBench points run -10..10, and a negative
+    criterion is a penalty that "yes" triggers."""
+
+    id: str
+    text: str = Field(min_length=1)
+    weight: int = Field(ge=-10, le=10)
+    tags: tuple[str, ...] = ()
+
+    @field_validator("weight")
+    @classmethod
+    def _nonzero(cls, weight: int) -> int:
+        if weight == 0:
+            raise ValueError("a criterion's weight cannot be 0")
+        return weight
+
+
+class RubricChange(Record):
+    """What a refinement did to the criteria (matched by text)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    reweighted: tuple[str, ...] = ()
+
+
+class Rubric(Record):
+    prompt_id: str
+    version: int = Field(0, ge=0)
+    parent_version: int | None = None
+    criteria: tuple[Criterion, ...] = Field(min_length=1)
+    refined_from: tuple[str, str] | None = None
+    changes: RubricChange | None = None
+
+    @property
+    def total_weight(self) -> int:
+        return sum(c.weight for c in self.criteria if c.weight > 0)
+
+
+class Verdict(Record):
+    """Whether a candidate meets one criterion; `met=None` means unscored (never "no")."""
+
+    prompt_id: str
+    candidate_id: str
+    rubric_version: int
+    criterion_id: str
+    met: bool | None
+    p_yes: float | None = None
+    verifier: str
+    unscored_reason: str | None = None

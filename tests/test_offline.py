@@ -77,3 +77,14 @@ def test_cli_refuses_remote_endpoint_with_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "203.0.113.7" in result.stderr and "offline" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_engine_options_become_server_flags():
+    from harness.backends.vllm_server import engine_flags
+
+    flags = engine_flags({"tensor_parallel_size": 2, "enforce_eager": True,
+                          "enable_chunked_prefill": False, "quantization": None,
+                          "structured_outputs_config": {"backend": "guidance"}})  # fmt: skip
+    assert flags == ["--tensor-parallel-size", "2", "--enforce-eager",
+                     "--no-enable-chunked-prefill", "--structured-outputs-config",
+                     '{"backend": "guidance"}']  # fmt: skip

@@ -84,6 +84,10 @@ class Backend(ABC):
             "weights": model_fingerprint(str(local)) if local else None,
         }
 
+    def prompt_too_long(self, request: ChatRequest) -> str | None:
+        """Why `request` cannot fit the model's context, or None (when it fits or is unknown)."""
+        return None
+
     def close(self) -> None:
         """Release engines, servers and connections; safe to call twice."""
 
@@ -99,13 +103,23 @@ def parse_completion(request: ChatRequest, completion: Completion) -> Completion
     if request.json_schema is None or completion.error is not None:
         return completion
     try:
-        parsed = json.loads(completion.text)
+        # Grammar engines let raw control characters through inside strings; accept them.
+        parsed = json.loads(completion.text, strict=False)
         jsonschema.validate(parsed, request.json_schema)
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
         reason = "truncated" if completion.finish_reason == "length" else "unparseable"
         message = getattr(exc, "message", None) or str(exc)
         return completion.model_copy(update={"error": f"{reason}: {message}"[:500]})
     return completion.model_copy(update={"parsed": parsed})
+
+
+def context_overflow(num_prompt_tokens: int, context_length: int) -> str | None:
+    if num_prompt_tokens < context_length:
+        return None
+    return (
+        f"prompt too long: {num_prompt_tokens} tokens for a context of {context_length} "
+        "(raise engine.max_model_len, or shorten the prompt)"
+    )
 
 
 def plain_messages(request: ChatRequest) -> list[dict[str, str]]:

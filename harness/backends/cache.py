@@ -72,6 +72,9 @@ class CachedBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
 
+    def prompt_too_long(self, request: ChatRequest) -> str | None:
+        return self.inner.prompt_too_long(request)
+
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None
     ) -> list[Completion]:

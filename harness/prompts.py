@@ -1,0 +1,38 @@
+"""Load and fill the templates in `prompts/`: `NAME.system.j2` (optional) and `NAME.user.j2`
+become the system and user messages of a chat request.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from harness.models.manifest import PROJECT_ROOT
+from harness.types import ChatMessage
+
+PROMPTS_DIR = PROJECT_ROOT / "prompts"
+
+
+@lru_cache(maxsize=8)
+def _environment(folder: str):  # -> jinja2.Environment
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+
+
+def render(name: str, folder: Path = PROMPTS_DIR, **variables: Any) -> tuple[ChatMessage, ...]:
+    """The messages of template `name` filled with `variables` (a missing one is an error)."""
+    environment = _environment(str(folder))
+    messages = []
+    if (folder / f"{name}.system.j2").is_file():
+        system = environment.get_template(f"{name}.system.j2").render(**variables)
+        messages.append(ChatMessage(role="system", content=system.strip()))
+    user = environment.get_template(f"{name}.user.j2").render(**variables)
+    messages.append(ChatMessage(role="user", content=user.strip()))
+    return tuple(messages)

@@ -1,0 +1,185 @@
+"""Proposer: writes the initial rubric of every prompt from the prompt alone, and rewrites a
+rubric from a pair of strong responses (the refinement step, driven by `refiner.py`).
+
+The proposer's answer is constrained to a JSON array of `{criterion, weight}` with weight 1..3,
+a bounded number of criteria and a bounded criterion length; the schema comes from the same
+pydantic type that parses the answer. Criteria are renumbered c1..cN. A prompt whose rubric
+cannot be obtained is recorded as a skip, never given an empty rubric.
+
+    harness propose -c configs/default.yaml
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from harness.config import ProposeConfig
+from harness.prompts import render
+from harness.roles import Role
+from harness.runstate import Skip
+from harness.types import (
+    Candidate,
+    ChatRequest,
+    Criterion,
+    Prompt,
+    Rubric,
+    RubricChange,
+    json_schema_of,
+)
+
+
+class ProposedCriterion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    criterion: str
+    weight: Literal[1, 2, 3]
+
+
+def proposal_type(settings: ProposeConfig) -> type[RootModel[Any]]:
+    """The proposer's answer type: a list of criteria within the configured bounds."""
+    text = Annotated[str, Field(min_length=1, max_length=settings.max_criterion_chars)]
+
+    class Item(ProposedCriterion):
+        criterion: text  # type: ignore[valid-type]
+
+    items = Annotated[
+        list[Item], Field(min_length=settings.min_criteria, max_length=settings.max_criteria)
+    ]
+
+    class Proposal(RootModel[items]):  # type: ignore[valid-type]
+        pass
+
+    return Proposal
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """One refinement request: a prompt, its current rubric and the pair to learn from."""
+
+    prompt: Prompt
+    rubric: Rubric
+    pair: tuple[Candidate, Candidate]
+
+
+def propose_request(
+    prompt: Prompt,
+    settings: ProposeConfig,
+    role: Role,
+    templates: Path,
+    proposal: type[RootModel[Any]],
+) -> ChatRequest:
+    messages = render(
+        "propose",
+        templates,
+        prompt=prompt.render(),
+        min_criteria=settings.min_criteria,
+        max_criteria=settings.max_criteria,
+    )
+    return ChatRequest(
+        messages=messages,
+        sampling=role.config.sampling,
+        id=prompt.id,
+        json_schema=json_schema_of(proposal),
+        schema_name="rubric",
+    )
+
+
+def refine_request(
+    item: Refinement,
+    settings: ProposeConfig,
+    role: Role,
+    templates: Path,
+    proposal: type[RootModel[Any]],
+) -> ChatRequest:
+    messages = render(
+        "refine",
+        templates,
+        prompt=item.prompt.render(),
+        criteria=item.rubric.criteria,
+        response_a=item.pair[0].text,
+        response_b=item.pair[1].text,
+        min_criteria=settings.min_criteria,
+        max_criteria=settings.max_criteria,
+    )
+    return ChatRequest(
+        messages=messages,
+        sampling=role.config.sampling,
+        id=item.prompt.id,
+        json_schema=json_schema_of(proposal),
+        schema_name="rubric",
+    )
+
+
+def criteria_from(parsed: list[dict[str, Any]]) -> tuple[Criterion, ...]:
+    return tuple(
+        Criterion(id=f"c{i}", text=item["criterion"].strip() or "(empty)", weight=item["weight"])
+        for i, item in enumerate(parsed, start=1)
+    )
+
+
+def rubric_change(old: Rubric, new_criteria: Sequence[Criterion]) -> RubricChange:
+    """Criteria added, removed and reweighted, matched by normalised text."""
+    before = {_norm(c.text): c.weight for c in old.criteria}
+    after = {_norm(c.text): c.weight for c in new_criteria}
+    return RubricChange(
+        added=tuple(t for t in after if t not in before),
+        removed=tuple(t for t in before if t not in after),
+        reweighted=tuple(t for t in after if t in before and before[t] != after[t]),
+    )
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def propose(
+    role: Role, prompts: Sequence[Prompt], settings: ProposeConfig, templates: Path
+) -> tuple[list[Rubric], list[Skip]]:
+    """Version-0 rubrics for every prompt, in one batch."""
+    proposal = proposal_type(settings)
+    requests = [propose_request(p, settings, role, templates, proposal) for p in prompts]
+    completions = role.generate(requests, description=f"propose ({role.config.label})")
+    rubrics, skips = [], []
+    for prompt, completion in zip(prompts, completions):
+        if completion.parsed is None:
+            skips.append(
+                Skip(stage="propose", prompt_id=prompt.id, reason=completion.error or "no rubric")
+            )
+            continue
+        rubrics.append(Rubric(prompt_id=prompt.id, criteria=criteria_from(completion.parsed)))
+    return rubrics, skips
+
+
+def rewrite(
+    role: Role, items: Sequence[Refinement], settings: ProposeConfig, templates: Path
+) -> tuple[list[Rubric], list[Skip]]:
+    """The refined rubric of every item, in one batch; a failure keeps no new version."""
+    proposal = proposal_type(settings)
+    requests = [refine_request(i, settings, role, templates, proposal) for i in items]
+    completions = role.generate(requests, description=f"refine ({role.config.label})")
+    rubrics, skips = [], []
+    for item, completion in zip(items, completions):
+        if completion.parsed is None:
+            skips.append(
+                Skip(
+                    stage="refine", prompt_id=item.prompt.id, reason=completion.error or "no rubric"
+                )
+            )
+            continue
+        criteria = criteria_from(completion.parsed)
+        rubrics.append(
+            Rubric(
+                prompt_id=item.prompt.id,
+                version=item.rubric.version + 1,
+                parent_version=item.rubric.version,
+                criteria=criteria,
+                refined_from=(item.pair[0].id, item.pair[1].id),
+                changes=rubric_change(item.rubric, criteria),
+            )
+        )
+    return rubrics, skips

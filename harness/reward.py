@@ -1,0 +1,55 @@
+"""Rubric reward: verdicts -> one number per response. The same function scores candidates in
+refinement, rewards the policy in training and scores responses in evaluation.
+
+Forms:
+- `paper`: r = sum(w * v) / sum(w), weights 1..3 (Chasing the Tail, section 2).
+- `healthbench`: r = sum(points of criteria met) / sum(positive points), clipped to [0, 1]; a
+  negative criterion is a penalty that "yes" triggers. With only positive weights it equals
+  `paper`.
+- `unweighted`: the share of criteria satisfied (a penalty counts as satisfied when not met).
+
+Unscored verdicts (`None`) are never counted as "no". Policy for a partly unscored rubric:
+the reward is computed over the scored criteria alone, provided they carry at least
+`min_scored_share` of the rubric's absolute weight (default 0.5); otherwise, and always when
+every verdict is unscored or the rubric is empty, the reward is `None` (unscored), which
+training leaves out of the group baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from harness.types import Criterion
+
+RewardForm = Literal["paper", "healthbench", "unweighted"]
+MIN_SCORED_SHARE = 0.5
+
+
+def score(
+    criteria: Sequence[Criterion],
+    met: Mapping[str, bool | None],
+    form: RewardForm = "healthbench",
+    min_scored_share: float = MIN_SCORED_SHARE,
+) -> float | None:
+    """The reward of one response, or None when too little of the rubric could be scored."""
+    if not criteria:
+        return None
+    scored = [c for c in criteria if met.get(c.id) is not None]
+    total = sum(abs(c.weight) for c in criteria)
+    if not scored or sum(abs(c.weight) for c in scored) < min_scored_share * total:
+        return None
+    if form == "unweighted":
+        return sum(met[c.id] == (c.weight > 0) for c in scored) / len(scored)
+    if form == "paper" and any(c.weight < 0 for c in criteria):
+        raise ValueError("the paper's reward needs positive weights; use form 'healthbench'")
+    positive = sum(c.weight for c in scored if c.weight > 0)
+    if positive == 0:
+        return None
+    earned = sum(c.weight for c in scored if met[c.id])
+    return min(1.0, max(0.0, earned / positive))
+
+
+def raw_points(criteria: Sequence[Criterion], met: Mapping[str, bool | None]) -> int:
+    """The unnormalised sum of points met (how the paper's code ranks responses)."""
+    return sum(c.weight for c in criteria if met.get(c.id))
