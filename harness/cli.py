@@ -226,6 +226,26 @@ for _stage, _help in (
     main.add_command(stage_command(_stage, _help))
 
 
+@main.command("export-rubrics")
+@config_option
+@set_option
+@click.option(
+    "--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+def export_rubrics(config_path: Path | None, overrides: tuple[str, ...], output_path: Path) -> None:
+    """Write a run's latest rubrics in the paper authors' published dataset schema."""
+    from harness.datasets import export_rubric_dataset, load_rubrics
+    from harness.jsonl import read_records
+    from harness.types import Prompt
+
+    config = load_config(config_path, list(overrides))
+    prompts = read_records(config.run_dir / "prompts.jsonl", Prompt)
+    rubrics = load_rubrics(config.run_dir / "rubrics.jsonl")
+    with_rubric = {r.prompt_id for r in rubrics}
+    count = export_rubric_dataset(output_path, [p for p in prompts if p.id in with_rubric], rubrics)
+    click.echo(f"{count} rubrics -> {output_path}")
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so engines and servers are stopped on the way out."""
     raise KeyboardInterrupt
