@@ -226,6 +226,43 @@ for _stage, _help in (
     main.add_command(stage_command(_stage, _help))
 
 
+@main.command()
+@config_option
+@set_option
+def train(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """LoRA GRPO training of the policy with the rubric reward (resumes from a checkpoint)."""
+    from rich.table import Table
+
+    from harness.roles import console
+    from harness.training import train as run_training
+
+    config = prepare_run(config_path, overrides)
+    result = run_training(config)
+    split = result.step_split
+    table = Table("", "", title="LoRA GRPO", show_header=False)
+    for name, value in (
+        ("steps", str(result.steps)),
+        ("reward, first step", _fmt(result.reward_first)),
+        ("reward, last step", _fmt(result.reward_last)),
+        ("adapter weights changed", str(result.adapter_weights_changed)),
+        ("base weights unchanged", str(result.base_weights_unchanged)),
+        ("seconds per step", f"{split['step_s']:.2f}"),
+        ("  generation / reward / update", f"{split['generation_s']:.2f} / "
+         f"{split['reward_s']:.2f} / {split['update_s']:.2f}"),
+        ("verifier share of a step", f"{split['verifier_share']:.0%}"),
+        ("peak memory (MB)", f"{result.peak_memory_mb:.0f}"),
+    ):  # fmt: skip
+        table.add_row(name, value)
+    console.print(table)
+    if result.resumed_from:
+        console.print(f"resumed from checkpoint-{result.resumed_from}")
+    console.print(f"adapter: {result.adapter_dir}\nmetrics and plot: {result.train_dir}")
+
+
+def _fmt(value: float | None) -> str:
+    return "unscored" if value is None else f"{value:.3f}"
+
+
 @main.command("export-rubrics")
 @config_option
 @set_option

@@ -48,13 +48,14 @@ class RoleConfig(StrictModel):
     request_timeout_s: float = Field(600.0, gt=0)
     startup_timeout_s: float = Field(600.0, gt=0)
     replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
+    rule: Literal["keyword"] | None = Field(None, description="scripted backend: a built-in rule")
 
     @model_validator(mode="after")
     def _backend_needs(self) -> RoleConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if self.backend == "scripted" and self.replies is None:
-            raise ValueError("backend 'scripted' needs replies (a list or a mapping)")
+        if self.backend == "scripted" and self.replies is None and self.rule is None:
+            raise ValueError("backend 'scripted' needs replies (a list or a mapping) or a rule")
         return self
 
     @property
@@ -117,6 +118,31 @@ class RefineConfig(StrictModel):
     verifier: str | None = Field(None, description="verifier label; default: the first")
 
 
+class TrainConfig(StrictModel):
+    """LoRA GRPO settings; any other GRPOConfig option goes through `trl:` unchanged."""
+
+    rubrics: str | None = Field(None, description="rubric source; default: the run's rubrics")
+    verifier: str | None = Field(None, description="verifier label; default: the first")
+    max_steps: int = Field(3, ge=1)
+    num_generations: int = Field(4, ge=2, description="group size")
+    per_device_train_batch_size: int = Field(4, ge=1, description="completions, not prompts")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    beta: float = Field(0.01, ge=0, description="KL coefficient")
+    max_completion_length: int = Field(64, ge=1)
+    save_steps: int = Field(1, ge=1)
+    seed: int = 0
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: str | list[str] = "all-linear"
+    lora_modules_to_save: list[str] = Field(default_factory=list, description="fully trained")
+    generation: Literal["transformers", "vllm"] = "transformers"
+    vllm_memory_share: float = Field(0.3, gt=0, le=1)
+    trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
+
+
 class HarnessConfig(StrictModel):
     offline: bool = True
     runs_dir: str = "runs"
@@ -129,6 +155,7 @@ class HarnessConfig(StrictModel):
     propose: ProposeConfig = ProposeConfig()
     verify: VerifyConfig = VerifyConfig()
     refine: RefineConfig = RefineConfig()
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _criteria_bounds(self) -> HarnessConfig:

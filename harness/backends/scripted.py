@@ -9,6 +9,7 @@ so a test script cannot silently feed answers a constrained engine could never g
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 
 import jsonschema
@@ -18,6 +19,30 @@ from harness.config import RoleConfig
 from harness.types import ChatRequest, Completion, failed_completion
 
 Script = list[str] | dict[str, str] | Callable[[ChatRequest], str | None]
+KEYWORD = re.compile(r'contains the (?:word|letter) "([^"]+)"', re.IGNORECASE)
+
+
+def keyword_verdicts(request: ChatRequest) -> str | None:
+    """A verifier that checks by rule: "contains the letter/word "X"" is met when X occurs in
+    the response (case-insensitive); any other criterion is "no". For `all`-mode requests."""
+    text = request.messages[-1].content
+    response = text.split("<response>\n", 1)[-1].rsplit("\n</response>", 1)[0].lower()
+    rubric = text.split("<rubric>\n", 1)[-1].split("</rubric>", 1)[0]
+    answers = {}
+    for line in rubric.splitlines():
+        cid, _, criterion = line.partition(": ")
+        match = KEYWORD.search(criterion)
+        answers[cid] = "yes" if match and match.group(1).lower() in response else "no"
+    return json.dumps(answers)
+
+
+RULES: dict[str, Callable[[ChatRequest], str | None]] = {"keyword": keyword_verdicts}
+
+
+def _configured_script(config: RoleConfig) -> Script:
+    if config.rule is not None:
+        return RULES[config.rule]
+    return config.replies or []
 
 
 class ScriptedBackend(Backend):
@@ -32,7 +57,7 @@ class ScriptedBackend(Backend):
         validate: bool = True,
     ) -> None:
         super().__init__(role, config, context)
-        self.script: Script = script if script is not None else (config.replies or [])
+        self.script: Script = script if script is not None else _configured_script(config)
         self.validate = validate
         self.calls: list[ChatRequest] = []
 

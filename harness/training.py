@@ -1,0 +1,423 @@
+"""LoRA GRPO training of the policy with the rubric reward (TRL + PEFT). The only module that
+imports trl and peft.
+
+The reward of a completion is the pipeline's own reward function over the verdicts of the
+`verifier` role for that prompt's rubric; all completions of a step are verified in one
+batched call. A reward that cannot be computed is None, which TRL leaves out of the group
+baseline. A `vllm-server` verifier is started on loopback before training (its memory share
+from its `engine:` options) and stopped after; policy rollouts use TRL's vLLM colocate mode or
+plain generation (`train.generation`).
+
+Outputs in `RUN_DIR/train/`: `checkpoints/checkpoint-N` (the adapter every `save_steps`, for
+over-optimisation analysis; training resumes from the last one), `adapter/` (the final LoRA
+adapter), `metrics.jsonl` (TRL's logs and the step split per step), `rewards.jsonl` (per
+reward call: mean, spread, unscored, per-criterion pass rates, verifier seconds, group sizes),
+`reward.png`.
+
+    harness train -c configs/train-tiny.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends import RunContext
+from harness.config import HarnessConfig, RoleConfig, VerifyConfig
+from harness.reward import score
+from harness.roles import Role, build_role
+from harness.types import Candidate, Prompt, Rubric
+from harness.verifier import Job, met_by_candidate, verify
+
+
+class RubricReward:
+    """TRL reward function: completions of a step -> rubric rewards, one verifier batch.
+
+    Picklable: it holds configs, not connections; the verifier role is (re)opened lazily in
+    whichever process calls it."""
+
+    __name__ = "rubric_reward"
+
+    def __init__(
+        self,
+        prompts: dict[str, Prompt],
+        rubrics: dict[str, Rubric],
+        verifier: RoleConfig,
+        context: RunContext,
+        settings: VerifyConfig,
+        templates: Path,
+        log_path: Path,
+    ) -> None:
+        self.prompts, self.rubrics = prompts, rubrics
+        self.verifier, self.context, self.settings = verifier, context, settings
+        self.templates, self.log_path = templates, log_path
+        self.num_calls = 0
+        self._role: Role | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_role": None}
+
+    def role(self) -> Role:
+        if self._role is None:
+            self._role = build_role("verifier", self.verifier, self.context)
+        return self._role
+
+    def __call__(
+        self, prompts: list, completions: list, prompt_id: list[str], **kwargs: Any
+    ) -> list[float | None]:
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        self.num_calls += 1
+        jobs = [
+            Job(self.prompts[pid], Candidate(id=f"call{self.num_calls}:{i}", prompt_id=pid,
+                                             text=text, model="policy", sample_index=i),
+                self.rubrics[pid])
+            for i, (pid, text) in enumerate(zip(prompt_id, texts))
+        ]  # fmt: skip
+        started = time.perf_counter()
+        verdicts = verify(self.role(), jobs, self.settings.mode, self.templates,
+                          self.settings.logprobs)  # fmt: skip
+        seconds = time.perf_counter() - started
+        table = met_by_candidate(verdicts)
+        rewards = [score(j.rubric.criteria, table.get(j.candidate.id, {}), self.settings.reward,
+                         self.settings.min_scored_share) for j in jobs]  # fmt: skip
+        self._log(kwargs, prompt_id, rewards, verdicts, seconds)
+        return rewards
+
+    def _log(
+        self,
+        kwargs: dict[str, Any],
+        prompt_ids: list[str],
+        rewards: list[float | None],
+        verdicts: list,
+        seconds: float,
+    ) -> None:
+        scored = [r for r in rewards if r is not None]
+        passed: dict[str, list[bool]] = {}
+        for v in verdicts:
+            if v.met is not None:
+                passed.setdefault(f"{v.prompt_id}/{v.criterion_id}", []).append(v.met)
+        state = kwargs.get("trainer_state")
+        row = {
+            "step": state.global_step + 1 if state is not None else self.num_calls,
+            "reward_mean": statistics.fmean(scored) if scored else None,
+            "reward_std": statistics.pstdev(scored) if len(scored) > 1 else 0.0,
+            "num_completions": len(rewards),
+            "num_unscored": len(rewards) - len(scored),
+            "unscored_verdicts": sum(v.met is None for v in verdicts),
+            "pass_rates": {k: sum(v) / len(v) for k, v in sorted(passed.items())},
+            "group_sizes": dict(Counter(prompt_ids)),
+            "verifier_seconds": round(seconds, 4),
+        }
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if callable(log_metric := kwargs.get("log_metric")):
+            log_metric("verifier_seconds", seconds)
+            log_metric("unscored_rewards", float(row["num_unscored"]))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    prompts: dict[str, Prompt]
+    rubrics: dict[str, Rubric]
+
+
+def training_data(config: HarnessConfig) -> TrainingData:
+    """Prompts that have rubrics: from `train.rubrics` (a rubric JSONL of this harness, the
+    paper's published schema or HealthBench) or else the run's own latest rubrics."""
+    from harness.datasets import import_rubric_dataset, load_healthbench, load_rubrics
+    from harness.jsonl import read_records
+
+    source = config.train.rubrics
+    if source is None:
+        prompts = read_records(config.run_dir / "prompts.jsonl", Prompt)
+        rubrics = load_rubrics(config.run_dir / "rubrics.jsonl")
+    else:
+        path = config.project_path(source)
+        first = path.read_text(encoding="utf-8").lstrip()[:2000]
+        if '"prompt_id"' in first and '"points"' in first:
+            data = load_healthbench(path)
+            prompts, rubrics = data.prompts, data.rubrics
+        else:
+            prompts, rubrics = import_rubric_dataset(path)
+    latest: dict[str, Rubric] = {}
+    for rubric in rubrics:
+        if rubric.prompt_id not in latest or rubric.version > latest[rubric.prompt_id].version:
+            latest[rubric.prompt_id] = rubric
+    with_rubric = {p.id: p for p in prompts if p.id in latest}
+    if not with_rubric:
+        raise ValueError("no prompt has a rubric: run `harness refine` or set train.rubrics")
+    return TrainingData(with_rubric, latest)
+
+
+@contextmanager
+def served_verifier(verifier: RoleConfig, context: RunContext) -> Iterator[RoleConfig]:
+    """For a `vllm-server` verifier: start the server for the whole training run and hand
+    the reward an `openai` role pointing at it; other backends pass through."""
+    if verifier.backend != "vllm-server":
+        yield verifier
+        return
+    from harness.backends import create_backend
+
+    server = create_backend("verifier", verifier, context)
+    try:
+        yield verifier.model_copy(update={
+            "backend": "openai", "base_url": server.base_url,  # type: ignore[attr-defined]
+            "served_model_name": verifier.label, "name": verifier.label,
+        })  # fmt: skip
+    finally:
+        server.close()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    train_dir: Path
+    adapter_dir: Path
+    steps: int
+    reward_first: float | None
+    reward_last: float | None
+    base_weights_unchanged: bool
+    adapter_weights_changed: bool
+    peak_memory_mb: float
+    step_split: dict[str, float]
+    resumed_from: int
+
+
+def train(config: HarnessConfig) -> TrainResult:
+    """Train the policy's LoRA adapter with GRPO; resumes from the last checkpoint."""
+    from harness.models.manifest import resolve_model
+    from harness.pipeline import PROMPTS_DIR
+    from harness.roles import run_context
+
+    data = training_data(config)
+    train_dir = config.run_dir / "train"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    policy_path = resolve_model(config.roles.get("policy").model, offline=config.offline)
+    templates = config.project_path(config.prompts_dir) if config.prompts_dir else PROMPTS_DIR
+    context = run_context(config)
+    resume_step = _last_checkpoint_step(train_dir / "checkpoints")
+    _truncate_logs(train_dir, resume_step)
+    with served_verifier(config.verifier(config.train.verifier), context) as verifier:
+        reward = RubricReward(data.prompts, data.rubrics, verifier, context, config.verify,
+                              templates, train_dir / "rewards.jsonl")  # fmt: skip
+        trainer = _trainer(config, policy_path, data, reward, train_dir)
+        last = train_dir / "checkpoints" / f"checkpoint-{resume_step}"
+        trainer.train(resume_from_checkpoint=str(last) if resume_step else None)
+        trainer.save_model(str(train_dir / "adapter"))
+        if reward._role is not None:
+            reward._role.close()
+    return _result(trainer, policy_path, train_dir, resume_step)
+
+
+def _trainer(
+    config: HarnessConfig,
+    policy_path: str,
+    data: TrainingData,
+    reward: RubricReward,
+    train_dir: Path,
+):  # -> GRPOTrainer
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    rows = [{"prompt": [m.model_dump() for m in p.messages], "prompt_id": p.id}
+            for p in data.prompts.values()]  # fmt: skip
+    settings = config.train
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout, target_modules=settings.lora_targets,
+                      modules_to_save=settings.lora_modules_to_save or None,
+                      task_type="CAUSAL_LM")  # fmt: skip
+    timed = _timed_trainer_class(GRPOTrainer)
+    return timed(
+        model=policy_path,
+        reward_funcs=[reward],
+        args=grpo_config(config, train_dir),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(policy_path),
+        peft_config=lora,
+        callbacks=[_metrics_callback(train_dir / "metrics.jsonl")],
+    )
+
+
+def grpo_config(config: HarnessConfig, train_dir: Path):  # -> trl.GRPOConfig
+    """The harness's train settings, then the `train.trl` pass-through on top."""
+    import torch
+    from trl import GRPOConfig
+
+    settings, policy = config.train, config.roles.get("policy")
+    on_gpu = torch.cuda.is_available()
+    options: dict[str, Any] = {
+        "output_dir": str(train_dir / "checkpoints"),
+        "max_steps": settings.max_steps,
+        "num_generations": settings.num_generations,
+        "per_device_train_batch_size": settings.per_device_train_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": "constant_with_warmup",
+        "warmup_steps": settings.warmup_ratio,  # below 1: a share of the steps
+        "beta": settings.beta,
+        "max_completion_length": settings.max_completion_length,
+        "temperature": policy.sampling.temperature or 1.0,
+        "top_p": policy.sampling.top_p,
+        "save_steps": settings.save_steps,
+        "save_strategy": "steps",
+        "logging_steps": 1,
+        "seed": settings.seed,
+        "report_to": "none",
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu,
+        "gradient_checkpointing": False,
+        "use_vllm": settings.generation == "vllm",
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": settings.vllm_memory_share,
+        "disable_tqdm": True,
+    }
+    return GRPOConfig(**{**options, **settings.trl})
+
+
+def _timed_trainer_class(base: type) -> type:
+    """GRPOTrainer that records how long each generation took (for the step split)."""
+
+    class TimedGRPOTrainer(base):  # type: ignore[misc, valid-type]
+        generation_seconds: float = 0.0
+
+        def _generate(self, prompts: list):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return super()._generate(prompts)
+            finally:
+                self.generation_seconds += time.perf_counter() - started
+
+    return TimedGRPOTrainer
+
+
+def _metrics_callback(path: Path):  # -> transformers.TrainerCallback
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """One JSONL line per logged step, with the wall time of the step."""
+
+        step_started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self.step_started = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if not logs or ("loss" not in logs and "reward" not in logs):
+                return
+            row = {
+                "step": state.global_step,
+                **logs,
+                "step_seconds": round(time.perf_counter() - self.step_started, 4),
+            }
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    return MetricsCallback()
+
+
+def _last_checkpoint_step(folder: Path) -> int:
+    """The step of the last complete checkpoint; a half-written one (killed while saving,
+    no trainer_state.json yet) is removed so that it is never resumed from."""
+    steps = []
+    for checkpoint in folder.glob("checkpoint-*"):
+        if (checkpoint / "trainer_state.json").is_file():
+            steps.append(int(checkpoint.name.split("-")[1]))
+        else:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return max(steps, default=0)
+
+
+def _truncate_logs(train_dir: Path, resume_step: int) -> None:
+    """On resume, drop log lines of steps after the checkpoint, so none is doubled."""
+    for name in ("metrics.jsonl", "rewards.jsonl"):
+        path = train_dir / name
+        if not path.exists():
+            continue
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step]  # fmt: skip
+        from harness.jsonl import write_atomic
+
+        write_atomic(path, kept)
+
+
+def _result(trainer: Any, policy_path: str, train_dir: Path, resumed_from: int) -> TrainResult:
+    rows = [json.loads(line) for line in (train_dir / "rewards.jsonl").read_text().splitlines()]
+    means = [r["reward_mean"] for r in rows if r["reward_mean"] is not None]
+    base_same, adapter_changed = _weight_check(trainer.model, policy_path)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    plot_rewards(rows, train_dir / "reward.png")
+    return TrainResult(
+        train_dir=train_dir, adapter_dir=train_dir / "adapter",
+        steps=trainer.state.global_step,
+        reward_first=means[0] if means else None, reward_last=means[-1] if means else None,
+        base_weights_unchanged=base_same, adapter_weights_changed=adapter_changed,
+        peak_memory_mb=round(peak, 1), step_split=step_split(train_dir, trainer),
+        resumed_from=resumed_from,
+    )  # fmt: skip
+
+
+def _weight_check(model: Any, policy_path: str) -> tuple[bool, bool]:
+    """(base weights equal the files on disk, some LoRA B matrix left its zero init)."""
+    import torch
+    from safetensors.torch import load_file
+
+    original: dict[str, Any] = {}
+    for shard in sorted(Path(policy_path).glob("*.safetensors")):
+        original.update(load_file(str(shard)))
+    base_same, adapter_changed, compared = True, False, 0
+    for name, tensor in model.named_parameters():
+        if "lora_B" in name:
+            adapter_changed |= bool(tensor.detach().abs().sum() > 0)
+        elif "lora_" not in name:
+            key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            if key in original:
+                compared += 1
+                base_same &= torch.equal(tensor.detach().cpu().to(original[key].dtype),
+                                         original[key])  # fmt: skip
+    return base_same and compared > 0, adapter_changed
+
+
+def step_split(train_dir: Path, trainer: Any) -> dict[str, float]:
+    """Seconds per step in generation, reward (verifier) and update, averaged over steps."""
+    metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
+    rewards = [json.loads(line) for line in (train_dir / "rewards.jsonl").read_text().splitlines()]
+    steps = max(len(metrics), 1)
+    total = sum(m.get("step_seconds", 0.0) for m in metrics) / steps
+    reward = sum(r["verifier_seconds"] for r in rewards) / steps
+    generation = trainer.generation_seconds / steps
+    return {
+        "step_s": round(total, 4),
+        "generation_s": round(generation, 4),
+        "reward_s": round(reward, 4),
+        "update_s": round(max(total - generation - reward, 0.0), 4),
+        "verifier_share": round(reward / total, 4) if total else 0.0,
+    }
+
+
+def plot_rewards(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r["step"], r["reward_mean"]) for r in rows if r["reward_mean"] is not None]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if points:
+        axis.plot(*zip(*points), marker="o")
+    axis.set_xlabel("step")
+    axis.set_ylabel("mean rubric reward")
+    axis.set_title("GRPO: rubric reward per step")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,93 @@
+"""LoRA GRPO on the tiny policy: a real vLLM server as verifier, a reward that can be learned,
+and a run killed mid-training that resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config
+from harness.models.manifest import PROJECT_ROOT
+from harness.training import train
+
+pytestmark = pytest.mark.integration
+LEARNABLE = PROJECT_ROOT / "configs" / "train-learnable.yaml"
+KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_train_with_a_vllm_server_verifier(tiny_models, tmp_path):
+    config = load_config(
+        PROJECT_ROOT / "configs" / "train-tiny.yaml",
+        [f"runs_dir={tmp_path}", "run_name=server", f"train.rubrics={KEYWORD_RUBRICS}",
+         "train.max_steps=3", "train.num_generations=4", "train.per_device_train_batch_size=8",
+         "train.learning_rate=0.01"],
+    )  # fmt: skip
+    result = train(config)
+    assert result.steps == 3
+    assert result.adapter_weights_changed and result.base_weights_unchanged
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in (result.train_dir / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-3"
+    ]  # fmt: skip
+    calls = rows(result.train_dir / "rewards.jsonl")
+    assert len(calls) == 3
+    for call in calls:
+        assert call["num_completions"] == 8
+        assert all(size % 4 == 0 for size in call["group_sizes"].values())  # whole groups
+        assert call["unscored_verdicts"] == 0 and call["pass_rates"]
+    assert [m["step"] for m in rows(result.train_dir / "metrics.jsonl")] == [1, 2, 3]
+    assert (result.train_dir / "reward.png").stat().st_size > 0
+    log = (config.run_dir / "logs" / "verifier-vllm-server.log").read_text()
+    server_pid = int(log.split("server pid ")[1].split()[0])
+    assert not pid_alive(server_pid)
+
+
+def test_a_rule_checked_reward_is_learned(tiny_models, tmp_path):
+    config = load_config(LEARNABLE, [f"runs_dir={tmp_path}"])
+    result = train(config)
+    means = [r["reward_mean"] for r in rows(result.train_dir / "rewards.jsonl")]
+    assert len(means) == 60
+    first, last = sum(means[:15]) / 15, sum(means[-15:]) / 15
+    assert last > first + 0.1, (first, last)
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path):
+    command = [sys.executable, "-m", "harness", "train", "-c", str(LEARNABLE),
+               "--set", f"runs_dir={tmp_path}", "--set", "train.save_steps=5"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "train-learnable" / "train" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (checkpoints / "checkpoint-10" / "trainer_state.json").is_file():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    complete = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    done_before = max(int(p.name.split("-")[1]) for p in complete)
+    assert 10 <= done_before < 60, "the run was not interrupted midway"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from checkpoint-{done_before}" in result.stdout + result.stderr
+    train_dir = checkpoints.parent
+    assert [m["step"] for m in rows(train_dir / "metrics.jsonl")] == list(range(1, 61))
+    assert [r["step"] for r in rows(train_dir / "rewards.jsonl")] == list(range(1, 61))
