@@ -168,8 +168,12 @@ class HarnessConfig(StrictModel):
         return self.project_path(self.runs_dir) / self.run_name
 
     def project_path(self, value: str) -> Path:
+        """A path from the profile: absolute, existing relative to the working directory, or
+        else relative to the project root (where `configs/` and `runs/` live)."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        if path.is_absolute() or path.exists():
+            return path.resolve()
+        return PROJECT_ROOT / path
 
     def verifier(self, label: str | None = None) -> RoleConfig:
         """A verifier by label; the first one listed when `label` is None."""

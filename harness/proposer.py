@@ -137,21 +137,30 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def ask_for_criteria(
+    role: Role, requests: Sequence[ChatRequest], prompt_ids: Sequence[str], stage: str
+) -> tuple[dict[int, tuple[Criterion, ...]], list[Skip]]:
+    """Send the batch; the criteria of each answer that parsed (by request index), and a
+    skip with the reason for each that did not."""
+    completions = role.generate(requests, description=f"{stage} ({role.config.label})")
+    found, skips = {}, []
+    for index, (prompt_id, completion) in enumerate(zip(prompt_ids, completions)):
+        if completion.parsed is None:
+            reason = completion.error or "no rubric"
+            skips.append(Skip(stage=stage, prompt_id=prompt_id, reason=reason))
+        else:
+            found[index] = criteria_from(completion.parsed)
+    return found, skips
+
+
 def propose(
     role: Role, prompts: Sequence[Prompt], settings: ProposeConfig, templates: Path
 ) -> tuple[list[Rubric], list[Skip]]:
     """Version-0 rubrics for every prompt, in one batch."""
     proposal = proposal_type(settings)
     requests = [propose_request(p, settings, role, templates, proposal) for p in prompts]
-    completions = role.generate(requests, description=f"propose ({role.config.label})")
-    rubrics, skips = [], []
-    for prompt, completion in zip(prompts, completions):
-        if completion.parsed is None:
-            skips.append(
-                Skip(stage="propose", prompt_id=prompt.id, reason=completion.error or "no rubric")
-            )
-            continue
-        rubrics.append(Rubric(prompt_id=prompt.id, criteria=criteria_from(completion.parsed)))
+    found, skips = ask_for_criteria(role, requests, [p.id for p in prompts], "propose")
+    rubrics = [Rubric(prompt_id=prompts[i].id, criteria=criteria) for i, criteria in found.items()]
     return rubrics, skips
 
 
@@ -161,25 +170,16 @@ def rewrite(
     """The refined rubric of every item, in one batch; a failure keeps no new version."""
     proposal = proposal_type(settings)
     requests = [refine_request(i, settings, role, templates, proposal) for i in items]
-    completions = role.generate(requests, description=f"refine ({role.config.label})")
-    rubrics, skips = [], []
-    for item, completion in zip(items, completions):
-        if completion.parsed is None:
-            skips.append(
-                Skip(
-                    stage="refine", prompt_id=item.prompt.id, reason=completion.error or "no rubric"
-                )
-            )
-            continue
-        criteria = criteria_from(completion.parsed)
-        rubrics.append(
-            Rubric(
-                prompt_id=item.prompt.id,
-                version=item.rubric.version + 1,
-                parent_version=item.rubric.version,
-                criteria=criteria,
-                refined_from=(item.pair[0].id, item.pair[1].id),
-                changes=rubric_change(item.rubric, criteria),
-            )
+    found, skips = ask_for_criteria(role, requests, [i.prompt.id for i in items], "refine")
+    rubrics = [
+        Rubric(
+            prompt_id=items[i].prompt.id,
+            version=items[i].rubric.version + 1,
+            parent_version=items[i].rubric.version,
+            criteria=criteria,
+            refined_from=(items[i].pair[0].id, items[i].pair[1].id),
+            changes=rubric_change(items[i].rubric, criteria),
         )
+        for i, criteria in found.items()
+    ]
     return rubrics, skips

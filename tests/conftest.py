@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ def verdict_requests(num: int, temperature: float = 1.0) -> list[ChatRequest]:
         )
         for i in range(num)
     ]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def scripted_role(replies: list[str] | dict[str, str] | None = None, **fields) -> RoleConfig:

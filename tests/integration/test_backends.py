@@ -18,7 +18,7 @@ from harness.config import RoleConfig
 from harness.roles import Role
 from harness.types import Sampling
 
-from ..conftest import CRITERION_IDS, verdict_requests
+from ..conftest import CRITERION_IDS, pid_alive, verdict_requests
 
 pytestmark = pytest.mark.integration
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
@@ -38,14 +38,6 @@ def assert_all_verdicts(completions, num: int) -> None:
         assert set(completion.parsed.values()) <= {"yes", "no"}
         assert json.loads(completion.text) == completion.parsed
     assert len({c.text for c in completions}) > 1, "samples should differ by seed"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")

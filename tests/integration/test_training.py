@@ -4,7 +4,6 @@ and a run killed mid-training that resumes from its last checkpoint."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from harness.config import load_config
 from harness.models.manifest import PROJECT_ROOT
 from harness.training import train
 
+from ..conftest import pid_alive
+
 pytestmark = pytest.mark.integration
 LEARNABLE = PROJECT_ROOT / "configs" / "train-learnable.yaml"
 KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
@@ -24,14 +25,6 @@ KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
 
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_train_with_a_vllm_server_verifier(tiny_models, tmp_path):
