@@ -38,6 +38,8 @@ from harness.roles import Role, build_role
 from harness.types import Candidate, Prompt, Rubric
 from harness.verifier import Job, met_by_candidate, verify
 
+BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's change
+
 
 class RubricReward:
     """TRL reward function: completions of a step -> rubric rewards, one verifier batch.
@@ -367,7 +369,9 @@ def _result(trainer: Any, policy_path: str, train_dir: Path, resumed_from: int) 
 
 
 def _weight_check(model: Any, policy_path: str) -> tuple[bool, bool]:
-    """(base weights equal the files on disk, some LoRA B matrix left its zero init)."""
+    """(base weights frozen and equal to the files on disk, some LoRA B matrix left its zero
+    init). vLLM colocate syncs weights by merging and unmerging the adapter, which leaves float
+    rounding in the base weights, hence a tolerance far below any training update."""
     import torch
     from safetensors.torch import load_file
 
@@ -382,8 +386,10 @@ def _weight_check(model: Any, policy_path: str) -> tuple[bool, bool]:
             key = name.removeprefix("base_model.model.").replace(".base_layer", "")
             if key in original:
                 compared += 1
-                base_same &= torch.equal(tensor.detach().cpu().to(original[key].dtype),
-                                         original[key])  # fmt: skip
+                value = tensor.detach().cpu().to(original[key].dtype)
+                base_same &= not tensor.requires_grad and torch.allclose(
+                    value, original[key], rtol=0.0, atol=BASE_TOLERANCE
+                )
     return base_same and compared > 0, adapter_changed
 
 

@@ -84,3 +84,13 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_models, tmp_pa
     train_dir = checkpoints.parent
     assert [m["step"] for m in rows(train_dir / "metrics.jsonl")] == list(range(1, 61))
     assert [r["step"] for r in rows(train_dir / "rewards.jsonl")] == list(range(1, 61))
+
+
+def test_policy_rollouts_in_vllm_colocate_mode(tiny_models, tmp_path):
+    config = load_config(LEARNABLE, [f"runs_dir={tmp_path}", "train.generation=vllm",
+                                     "train.max_steps=2", "train.save_steps=2",
+                                     "train.trl={vllm_max_model_length: 1024}"])  # fmt: skip
+    result = train(config)
+    assert result.steps == 2
+    assert result.adapter_weights_changed and result.base_weights_unchanged
+    assert result.step_split["generation_s"] > 0
