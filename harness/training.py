@@ -419,7 +419,14 @@ def plot_rewards(rows: list[dict[str, Any]], path: Path) -> None:
     points = [(r["step"], r["reward_mean"]) for r in rows if r["reward_mean"] is not None]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if points:
-        axis.plot(*zip(*points), marker="o")
+        steps, means = zip(*points)
+        axis.plot(steps, means, marker="o", markersize=3, alpha=0.5, label="per step")
+        window = max(1, len(means) // 10)
+        smooth = [
+            statistics.fmean(means[max(0, i - window + 1) : i + 1]) for i in range(len(means))
+        ]
+        axis.plot(steps, smooth, linewidth=2, label=f"mean of last {window}")
+        axis.legend(loc="best")
     axis.set_xlabel("step")
     axis.set_ylabel("mean rubric reward")
     axis.set_title("GRPO: rubric reward per step")
