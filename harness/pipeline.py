@@ -29,7 +29,7 @@ from harness.reward import score
 from harness.roles import RolePool
 from harness.rollouts import order_pool, roll_out
 from harness.runstate import RunState, Skip, fingerprint
-from harness.types import Prompt, Rubric
+from harness.types import Prompt, Rubric, latest_versions
 from harness.verifier import Job, met_by_candidate, verify
 
 STAGES = ("prompts", "rollouts", "propose", "refine", "verify")
@@ -67,11 +67,7 @@ class Run:
         return load_rubrics(self.path("rubrics.jsonl"))
 
     def latest_rubrics(self) -> dict[str, Rubric]:
-        latest: dict[str, Rubric] = {}
-        for rubric in self.rubrics():
-            if rubric.prompt_id not in latest or rubric.version > latest[rubric.prompt_id].version:
-                latest[rubric.prompt_id] = rubric
-        return latest
+        return latest_versions(self.rubrics())
 
     def record_skips(self, stage: str, skips: list[Skip]) -> None:
         """Replace this stage's lines in skipped.jsonl (so reruns never double them)."""

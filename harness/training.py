@@ -35,7 +35,7 @@ from harness.backends import RunContext
 from harness.config import HarnessConfig, RoleConfig, VerifyConfig
 from harness.reward import score
 from harness.roles import Role, build_role
-from harness.types import Candidate, Prompt, Rubric
+from harness.types import Candidate, Prompt, Rubric, latest_versions
 from harness.verifier import Job, met_by_candidate, verify
 
 BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's change
@@ -150,10 +150,7 @@ def training_data(config: HarnessConfig) -> TrainingData:
             prompts, rubrics = data.prompts, data.rubrics
         else:
             prompts, rubrics = import_rubric_dataset(path)
-    latest: dict[str, Rubric] = {}
-    for rubric in rubrics:
-        if rubric.prompt_id not in latest or rubric.version > latest[rubric.prompt_id].version:
-            latest[rubric.prompt_id] = rubric
+    latest = latest_versions(rubrics)
     with_rubric = {p.id: p for p in prompts if p.id in latest}
     if not with_rubric:
         raise ValueError("no prompt has a rubric: run `harness refine` or set train.rubrics")

@@ -185,6 +185,15 @@ class Rubric(Record):
         return sum(c.weight for c in self.criteria if c.weight > 0)
 
 
+def latest_versions(rubrics: list[Rubric]) -> dict[str, Rubric]:
+    """The highest version of each prompt's rubric, by prompt id."""
+    latest: dict[str, Rubric] = {}
+    for rubric in rubrics:
+        if rubric.prompt_id not in latest or rubric.version > latest[rubric.prompt_id].version:
+            latest[rubric.prompt_id] = rubric
+    return latest
+
+
 class Verdict(Record):
     """Whether a candidate meets one criterion; `met=None` means unscored (never "no")."""
 
