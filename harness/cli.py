@@ -110,6 +110,8 @@ def models_fetch(names: tuple[str, ...], role: str | None, online: bool) -> None
 
     if not online:
         raise click.UsageError("fetching downloads from the network; pass --online to allow it")
+    if not names and not role:
+        raise click.UsageError("name at least one model, or --role to take the manifest's choice")
     paths = fetch_models(list(names), role)
     for path in paths:
         click.echo(path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from harness.config import ConfigError
 from harness.types import Criterion
 
 RewardForm = Literal["paper", "healthbench", "unweighted"]
@@ -42,7 +43,10 @@ def score(
     if form == "unweighted":
         return sum(met[c.id] == (c.weight > 0) for c in scored) / len(scored)
     if form == "paper" and any(c.weight < 0 for c in criteria):
-        raise ValueError("the paper's reward needs positive weights; use form 'healthbench'")
+        raise ConfigError(
+            "verify.reward: 'paper' needs positive weights; this rubric has penalties, "
+            "use 'healthbench'"
+        )
     positive = sum(c.weight for c in scored if c.weight > 0)
     if positive == 0:
         return None

@@ -33,6 +33,7 @@ from typing import Any
 
 from harness.backends import RunContext
 from harness.config import HarnessConfig, RoleConfig, VerifyConfig
+from harness.jsonl import InputError, read_records, write_atomic
 from harness.reward import score
 from harness.roles import Role, build_role
 from harness.types import Candidate, Prompt, Rubric, latest_versions
@@ -72,6 +73,11 @@ class RubricReward:
         if self._role is None:
             self._role = build_role("verifier", self.verifier, self.context)
         return self._role
+
+    def close(self) -> None:
+        if self._role is not None:
+            self._role.close()
+            self._role = None
 
     def __call__(
         self, prompts: list, completions: list, prompt_id: list[str], **kwargs: Any
@@ -136,7 +142,6 @@ def training_data(config: HarnessConfig) -> TrainingData:
     """Prompts that have rubrics: from `train.rubrics` (a rubric JSONL of this harness, the
     paper's published schema or HealthBench) or else the run's own latest rubrics."""
     from harness.datasets import import_rubric_dataset, load_healthbench, load_rubrics
-    from harness.jsonl import read_records
 
     source = config.train.rubrics
     if source is None:
@@ -153,7 +158,7 @@ def training_data(config: HarnessConfig) -> TrainingData:
     latest = latest_versions(rubrics)
     with_rubric = {p.id: p for p in prompts if p.id in latest}
     if not with_rubric:
-        raise ValueError("no prompt has a rubric: run `harness refine` or set train.rubrics")
+        raise InputError("no prompt has a rubric: run `harness refine` or set train.rubrics")
     return TrainingData(with_rubric, latest)
 
 
@@ -209,10 +214,11 @@ def train(config: HarnessConfig) -> TrainResult:
                               templates, train_dir / "rewards.jsonl")  # fmt: skip
         trainer = _trainer(config, policy_path, data, reward, train_dir)
         last = train_dir / "checkpoints" / f"checkpoint-{resume_step}"
-        trainer.train(resume_from_checkpoint=str(last) if resume_step else None)
-        trainer.save_model(str(train_dir / "adapter"))
-        if reward._role is not None:
-            reward._role.close()
+        try:
+            trainer.train(resume_from_checkpoint=str(last) if resume_step else None)
+            trainer.save_model(str(train_dir / "adapter"))
+        finally:
+            reward.close()
     return _result(trainer, policy_path, train_dir, resume_step)
 
 
@@ -344,7 +350,6 @@ def _truncate_logs(train_dir: Path, resume_step: int) -> None:
             continue
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line)["step"] <= resume_step]  # fmt: skip
-        from harness.jsonl import write_atomic
 
         write_atomic(path, kept)
 

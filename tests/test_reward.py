@@ -2,6 +2,7 @@
 
 import pytest
 
+from harness.config import ConfigError
 from harness.reward import raw_points, score
 from harness.types import Criterion
 
@@ -54,7 +55,7 @@ def test_empty_rubric_and_penalty_only_rubric_give_none():
 
 
 def test_paper_form_refuses_penalties():
-    with pytest.raises(ValueError, match="healthbench"):
+    with pytest.raises(ConfigError, match="healthbench"):
         score(rubric(3, -2), {"c1": True, "c2": False}, "paper")
 
 
