@@ -39,8 +39,11 @@ lint: install
 	$(BIN)/ruff format .
 
 eval: install
-	@echo "make eval arrives with the evaluation stage (issue 5); today: make test, harness generate" >&2
-	@exit 2
+	$(BIN)/harness eval -c $(CONFIG)
+
+BENCH_CONFIG ?= configs/bench.yaml
+bench: install
+	$(BIN)/harness bench -c $(BENCH_CONFIG)
 
 clean:
 	rm -rf runs .cache models/weights .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ after the offline guard has set the environment, so `harness --help` answers at 
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -283,6 +284,201 @@ def export_rubrics(config_path: Path | None, overrides: tuple[str, ...], output_
     with_rubric = {r.prompt_id for r in rubrics}
     count = export_rubric_dataset(output_path, [p for p in prompts if p.id in with_rubric], rubrics)
     click.echo(f"{count} rubrics -> {output_path}")
+
+
+@main.command("eval")
+@config_option
+@set_option
+def eval_command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """The whole job: rubrics, verifier comparison, GRPO, judge, theory, report (resumable)."""
+    from harness.evaluation import build_summary, run_eval
+
+    config = prepare_run(config_path, overrides)
+    results = run_eval(config)
+    _write_and_show_report(build_summary(config, _profile_name(config_path), results), config)
+
+
+@main.command("compare-verifiers")
+@config_option
+@set_option
+def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Every verifier of the profile on the same verification set, against a reference."""
+    from harness.evaluation import stage_compare
+    from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run
+    from harness.roles import RolePool, console, run_context
+
+    config = prepare_run(config_path, overrides)
+    with RolePool(run_context(config)) as pool:
+        run = Run(config, pool)
+        results = [STAGE_FUNCTIONS[stage](run) for stage in STAGES]
+        results.append(stage_compare(run))
+    show_stages(results, config.run_dir)
+    from harness.report import rich_table, verifier_agreement_table, verifier_speed_table
+
+    metrics = json.loads((config.run_dir / "compare" / "metrics.json").read_text())
+    console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
+    console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
+    console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
+
+
+@main.command()
+@config_option
+@set_option
+@click.option(
+    "--a",
+    "side_a",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Candidate JSONL of side A (default: the run's trained policy).",
+)
+@click.option(
+    "--b",
+    "side_b",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Candidate JSONL of side B (default: the run's base policy).",
+)
+def judge(
+    config_path: Path | None, overrides: tuple[str, ...], side_a: Path | None, side_b: Path | None
+) -> None:
+    """Pairwise judge in both orders: win rate of A over B with a bootstrap CI."""
+    from harness.roles import console
+
+    config = prepare_run(config_path, overrides)
+    if (side_a is None) != (side_b is None):
+        raise click.UsageError("give both --a and --b, or neither (trained vs base policy)")
+    if side_a is None:
+        summary = _judge_trained_vs_base(config)
+    else:
+        summary = _judge_files(config, side_a, side_b)
+    from harness.report import pairwise_table, rich_table
+
+    console.print(rich_table("pairwise judge", pairwise_table({"pairwise": summary})))
+
+
+def _judge_trained_vs_base(config: HarnessConfig) -> dict:
+    from harness.evaluation import stage_judge
+    from harness.pipeline import Run
+    from harness.roles import RolePool, run_context
+
+    with RolePool(run_context(config)) as pool:
+        result = stage_judge(Run(config, pool))
+    if "skipped" in result.counts:
+        raise click.ClickException(
+            f"{config.run_dir}: no trained adapter to judge (run `harness train` first, "
+            "or give --a and --b candidate files)"
+        )
+    return json.loads((config.run_dir / "judge" / "summary.json").read_text())
+
+
+def _judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> dict:
+    from harness.datasets import load_candidates
+    from harness.evaluation import judge_prompts
+    from harness.jsonl import write_atomic, write_records
+    from harness.judge import judge_pairs, pair_up, summarise
+    from harness.pipeline import Run
+    from harness.roles import RolePool, run_context
+
+    with RolePool(run_context(config)) as pool:
+        run = Run(config, pool)
+        prompts = judge_prompts(run)
+        ids = {p.id for p in prompts}
+        a = [c for c in load_candidates(side_a) if c.prompt_id in ids]
+        b = [c for c in load_candidates(side_b) if c.prompt_id in ids]
+        pairs = pair_up(a, b)
+        if not pairs:
+            raise click.ClickException(
+                f"{side_a} and {side_b} share no (prompt_id, sample_index) among the judge prompts"
+            )
+        judge_role = pool.role("judge", config.roles.get("judge"))
+        judgements = judge_pairs(judge_role, prompts, pairs, config.judge, run.templates)
+    folder = config.run_dir / "judge" / f"{side_a.stem}-vs-{side_b.stem}"
+    write_records(folder / "judgements.jsonl", judgements)
+    summary = {"a": side_a.stem, "b": side_b.stem, "judge": judge_role.config.label,
+               **summarise(judgements, config.judge)}  # fmt: skip
+    write_atomic(folder / "summary.json", [json.dumps(summary, indent=2)])
+    return summary
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("runs/theory"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the plots.",
+)
+def theory(out_dir: Path) -> None:
+    """The paper's Theorem 1 and Fig. 2: win rate against KL, closed form vs Monte Carlo."""
+    from harness.report import rich_table, theory_table
+    from harness.roles import console
+    from harness.theory import plot_theory, theory_summary
+
+    summary = theory_summary()
+    console.print(rich_table("win rate against KL", theory_table({"theory": summary})))
+    for name, path in plot_theory(out_dir).items():
+        console.print(f"{name}: {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write report.md, report.html and summary.json of a run folder (no model is called)."""
+    from harness.evaluation import build_summary
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise click.ClickException(f"{run_dir} is not a run folder (no config.yaml)")
+    config = load_config(saved).model_copy(
+        update={"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
+    )
+    previous = run_dir / "summary.json"
+    profile = json.loads(previous.read_text())["run"]["profile"] if previous.is_file() else "-"
+    _write_and_show_report(build_summary(config, profile), config)
+
+
+def _write_and_show_report(summary: dict, config: HarnessConfig) -> None:
+    from harness.report import print_summary, write_report
+    from harness.roles import console
+
+    paths = write_report(config.run_dir, summary)
+    print_summary(summary, console)
+    console.print(
+        f"report: {paths['html']}\n        {paths['markdown']}\nsummary: {paths['summary']}"
+    )
+
+
+def _profile_name(config_path: Path | None) -> str:
+    return str(config_path) if config_path else "configs/default.yaml (embedded default)"
+
+
+@main.command()
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("configs/bench.yaml"),
+    show_default=True,
+    help="Bench profile.",
+)
+@set_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where bench.json goes. Default: RUN_DIR (runs/bench).",
+)
+@click.option("--smoke", is_flag=True, help="The smallest workload: checks the code paths.")
+def bench(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None, smoke: bool) -> None:
+    """Verifier throughput: engine ceiling, layouts, grammar cost, scaling, step split."""
+    from harness.bench import print_bench, run_bench
+    from harness.roles import console
+
+    config = prepare_run(config_path, overrides)
+    folder = out_dir or config.run_dir
+    result = run_bench(config, folder, smoke=smoke, console=console)
+    print_bench(result, console)
+    console.print(f"bench: {folder / 'bench.json'}")
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -106,7 +106,7 @@ class ProposeConfig(StrictModel):
 
 
 class VerifyConfig(StrictModel):
-    mode: Literal["all", "each"] = "all"
+    mode: Literal["all", "each", "compact"] = "all"
     reward: Literal["paper", "healthbench", "unweighted"] = "healthbench"
     min_scored_share: float = Field(0.5, ge=0.0, le=1.0)
     logprobs: int = Field(5, ge=0, le=20, description="top logprobs for P(yes) in `each` mode")
@@ -143,6 +143,46 @@ class TrainConfig(StrictModel):
     trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
 
 
+class CompareConfig(StrictModel):
+    """Verifier-size comparison: every listed verifier on the same verification set."""
+
+    reference: str | None = Field(None, description="verifier label; default: the largest")
+    labels: str | None = Field(
+        None, description="human labels JSONL: prompt_id, candidate_id, criterion_id, label"
+    )
+    tail_quantile: float = Field(0.25, gt=0, le=1, description="the high-reward tail")
+
+
+class JudgeConfig(StrictModel):
+    """Pairwise judging; every pair is judged in both orders."""
+
+    ties: bool = Field(False, description="allow a 'tie' answer (the paper: must pick one)")
+    rationale: bool = Field(False, description="a short rationale before the verdict")
+    rationale_chars: int = Field(400, ge=20)
+    disagreement: Literal["tie", "first"] = Field(
+        "tie", description="when the two orders disagree: a tie, or the first order's verdict"
+    )
+    samples: int = Field(1, ge=1, description="policy responses per prompt and side")
+    prompts: str | None = Field(None, description="held-out prompts; default: the run's")
+    max_prompts: int | None = Field(None, ge=1)
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% CI")
+
+
+class EvalConfig(StrictModel):
+    """Stages of `harness eval` after the rubric pipeline; each can be switched off."""
+
+    compare: bool = True
+    train: bool = True
+    judge: bool = True
+    overoptimization: bool = True
+    theory: bool = True
+    stop_idle_engines: bool = Field(
+        True,
+        description="run each stage with only its own engines (GPU memory); false keeps "
+        "every engine up for the whole run (small models: no restarts)",
+    )
+
+
 class HarnessConfig(StrictModel):
     offline: bool = True
     runs_dir: str = "runs"
@@ -156,6 +196,9 @@ class HarnessConfig(StrictModel):
     verify: VerifyConfig = VerifyConfig()
     refine: RefineConfig = RefineConfig()
     train: TrainConfig = TrainConfig()
+    compare: CompareConfig = CompareConfig()
+    judge: JudgeConfig = JudgeConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _criteria_bounds(self) -> HarnessConfig:

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import (
@@ -42,6 +42,7 @@ class RoleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list, repr=False)
 
 
 class Role:
@@ -94,6 +95,7 @@ class Role:
         self.stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
         self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
         self.stats.seconds += seconds
+        self.stats.latencies += [c.latency_s for c in completions if not c.cached and c.latency_s]
 
     def close(self) -> None:
         self.backend.close()
@@ -141,17 +143,39 @@ class RolePool:
         self.context = context
         self._backends: dict[str, Backend] = {}
 
-    def role(self, name: str, role_config: RoleConfig) -> Role:
+    @staticmethod
+    def key(role_config: RoleConfig) -> str:
         fields = {"backend", "model", "engine", "grammar", "base_url", "replies"}
-        key = json.dumps(role_config.model_dump(mode="json", include=fields), sort_keys=True)
+        return json.dumps(role_config.model_dump(mode="json", include=fields), sort_keys=True)
+
+    def role(self, name: str, role_config: RoleConfig, cached: bool = True) -> Role:
+        """The role on its shared backend; `cached=False` bypasses the completion cache (for
+        timing a model: every request really reaches it)."""
+        key = self.key(role_config)
         if key not in self._backends:
             self._backends[key] = build_role(name, role_config, self.context).backend
-        return Role(name, role_config, self._backends[key])
+        backend = self._backends[key]
+        if not cached and isinstance(backend, CachedBackend):
+            backend = backend.inner
+        return Role(name, role_config, backend)
 
     def cache_counts(self) -> tuple[int, int]:
         """(hits, misses) of the completion cache over every backend of the pool so far."""
         cached = [b for b in self._backends.values() if isinstance(b, CachedBackend)]
         return sum(b.hits for b in cached), sum(b.misses for b in cached)
+
+    def keep_only(self, role_configs: list[RoleConfig]) -> None:
+        """Stop every backend that none of `role_configs` uses (frees GPU memory between
+        stages: the proposer's engine is not needed while the policy trains)."""
+        wanted = {self.key(c) for c in role_configs}
+        for key in [k for k in self._backends if k not in wanted]:
+            self._backends.pop(key).close()
+
+    def release(self, role_config: RoleConfig) -> None:
+        """Stop the backend serving `role_config`, if it runs."""
+        backend = self._backends.pop(self.key(role_config), None)
+        if backend is not None:
+            backend.close()
 
     def close(self) -> None:
         backends, self._backends = list(self._backends.values()), {}

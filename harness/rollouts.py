@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from harness.config import RoleConfig
 from harness.roles import Role
 from harness.runstate import Skip
-from harness.types import Candidate, ChatRequest, Prompt
+from harness.types import Adapter, Candidate, ChatRequest, Prompt
 
 
 def candidate_id(prompt_id: str, model: str, sample_index: int) -> str:
@@ -22,14 +22,19 @@ def candidate_id(prompt_id: str, model: str, sample_index: int) -> str:
 
 
 def rollout_requests(
-    prompts: Sequence[Prompt], model: RoleConfig, num_samples: int
+    prompts: Sequence[Prompt],
+    model: RoleConfig,
+    num_samples: int,
+    adapter: Adapter | None = None,
+    label: str | None = None,
 ) -> list[ChatRequest]:
     return [
         ChatRequest(
             messages=prompt.messages,
             sampling=model.sampling,
             sample_index=k,
-            id=candidate_id(prompt.id, model.label, k),
+            adapter=adapter,
+            id=candidate_id(prompt.id, label or model.label, k),
         )
         for prompt in prompts
         for k in range(num_samples)
@@ -37,11 +42,17 @@ def rollout_requests(
 
 
 def roll_out(
-    role: Role, prompts: Sequence[Prompt], num_samples: int
+    role: Role,
+    prompts: Sequence[Prompt],
+    num_samples: int,
+    adapter: Adapter | None = None,
+    label: str | None = None,
 ) -> tuple[list[Candidate], list[Skip]]:
-    """`num_samples` responses per prompt from the model behind `role`."""
-    requests = rollout_requests(prompts, role.config, num_samples)
-    completions = role.generate(requests, description=f"rollouts ({role.config.label})")
+    """`num_samples` responses per prompt from the model behind `role` (with `adapter`
+    applied, if any); candidates are labelled `label` (default: the role's)."""
+    label = label or role.config.label
+    requests = rollout_requests(prompts, role.config, num_samples, adapter, label)
+    completions = role.generate(requests, description=f"rollouts ({label})")
     owners = [p.id for p in prompts for _ in range(num_samples)]
     candidates, skips = [], []
     for prompt_id, request, completion in zip(owners, requests, completions):
@@ -56,7 +67,7 @@ def roll_out(
                 id=request.id or "",
                 prompt_id=prompt_id,
                 text=completion.text,
-                model=role.config.label,
+                model=label,
                 sample_index=request.sample_index,
             )
         )

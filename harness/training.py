@@ -74,10 +74,14 @@ class RubricReward:
             self._role = build_role("verifier", self.verifier, self.context)
         return self._role
 
+    def use_role(self, role: Role) -> None:
+        """Verify with an already started role (owned and closed by its caller)."""
+        self._role, self._owned = role, False
+
     def close(self) -> None:
-        if self._role is not None:
+        if self._role is not None and getattr(self, "_owned", True):
             self._role.close()
-            self._role = None
+        self._role = None
 
     def __call__(
         self, prompts: list, completions: list, prompt_id: list[str], **kwargs: Any
@@ -163,10 +167,13 @@ def training_data(config: HarnessConfig) -> TrainingData:
 
 
 @contextmanager
-def served_verifier(verifier: RoleConfig, context: RunContext) -> Iterator[RoleConfig]:
+def served_verifier(
+    verifier: RoleConfig, context: RunContext, shared: bool = False
+) -> Iterator[RoleConfig]:
     """For a `vllm-server` verifier: start the server for the whole training run and hand
-    the reward an `openai` role pointing at it; other backends pass through."""
-    if verifier.backend != "vllm-server":
+    the reward an `openai` role pointing at it; other backends (or a `shared` verifier that
+    is already running) pass through."""
+    if verifier.backend != "vllm-server" or shared:
         yield verifier
         return
     from harness.backends import create_backend
@@ -195,8 +202,9 @@ class TrainResult:
     resumed_from: int
 
 
-def train(config: HarnessConfig) -> TrainResult:
-    """Train the policy's LoRA adapter with GRPO; resumes from the last checkpoint."""
+def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResult:
+    """Train the policy's LoRA adapter with GRPO; resumes from the last checkpoint.
+    `verifier_role`: an already started verifier to share (as `harness eval` does)."""
     from harness.models.manifest import resolve_model
     from harness.pipeline import PROMPTS_DIR
     from harness.roles import run_context
@@ -209,9 +217,12 @@ def train(config: HarnessConfig) -> TrainResult:
     context = run_context(config)
     resume_step = _last_checkpoint_step(train_dir / "checkpoints")
     _truncate_logs(train_dir, resume_step)
-    with served_verifier(config.verifier(config.train.verifier), context) as verifier:
+    verifier_config = config.verifier(config.train.verifier)
+    with served_verifier(verifier_config, context, shared=verifier_role is not None) as verifier:
         reward = RubricReward(data.prompts, data.rubrics, verifier, context, config.verify,
                               templates, train_dir / "rewards.jsonl")  # fmt: skip
+        if verifier_role is not None:
+            reward.use_role(verifier_role)
         trainer = _trainer(config, policy_path, data, reward, train_dir)
         last = train_dir / "checkpoints" / f"checkpoint-{resume_step}"
         try:
@@ -417,18 +428,21 @@ def plot_rewards(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     points = [(r["step"], r["reward_mean"]) for r in rows if r["reward_mean"] is not None]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if points:
         steps, means = zip(*points)
         axis.plot(steps, means, marker="o", markersize=3, alpha=0.5, label="per step")
-        window = max(1, len(means) // 10)
-        smooth = [
-            statistics.fmean(means[max(0, i - window + 1) : i + 1]) for i in range(len(means))
-        ]
-        axis.plot(steps, smooth, linewidth=2, label=f"mean of last {window}")
+        window = len(means) // 10
+        if window > 1:  # a running mean only where there are enough steps to smooth
+            smooth = [
+                statistics.fmean(means[max(0, i - window + 1) : i + 1]) for i in range(len(means))
+            ]
+            axis.plot(steps, smooth, linewidth=2, label=f"mean of last {window}")
         axis.legend(loc="best")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("step")
     axis.set_ylabel("mean rubric reward")
     axis.set_title("GRPO: rubric reward per step")

@@ -34,6 +34,16 @@ class Sampling(Record):
     stop: tuple[str, ...] = ()
 
 
+class Adapter(Record):
+    """A LoRA adapter to apply for one request (the trained policy, a training checkpoint).
+    `fingerprint` hashes its weights, so a retrained adapter at the same path never meets
+    the cached answers of the old one."""
+
+    name: str
+    path: str
+    fingerprint: str
+
+
 class ChatRequest(Record):
     """One chat conversation to complete, optionally constrained to a JSON schema."""
 
@@ -43,6 +53,7 @@ class ChatRequest(Record):
     attempt: int = Field(0, ge=0, description="retry number; changes the seed")
     json_schema: dict[str, Any] | None = None
     schema_name: str = "output"
+    adapter: Adapter | None = None
     id: str | None = None
 
     @property

@@ -50,6 +50,7 @@ class Backend(ABC):
     """Serves one role. Use as a context manager so engines and servers are always stopped."""
 
     name: ClassVar[str]
+    supports_adapters: ClassVar[bool] = False
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.role = role
@@ -64,6 +65,11 @@ class Backend(ABC):
         Answers to schema-constrained requests are parsed and checked here, once for all
         backends: a completion whose text does not satisfy its schema carries an error.
         """
+        if not self.supports_adapters and any(r.adapter for r in requests):
+            raise BackendError(
+                f"role {self.role!r}: the {self.name} backend cannot apply a LoRA adapter per "
+                "request; serve this role with the vllm or transformers backend"
+            )
         completions = self._generate(requests, advance)
         return [parse_completion(r, c) for r, c in zip(requests, completions)]
 
@@ -83,6 +89,11 @@ class Backend(ABC):
             "engine": self.config.engine,
             "weights": model_fingerprint(str(local)) if local else None,
         }
+
+    def process_ids(self) -> list[int]:
+        """The processes that hold this backend's model (for peak-memory readings); none for
+        a remote endpoint."""
+        return []
 
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         """Why `request` cannot fit the model's context, or None (when it fits or is unknown)."""

@@ -66,6 +66,7 @@ class CachedBackend(Backend):
         self.inner = inner
         self.cache = cache
         self.name = inner.name  # type: ignore[misc]
+        self.supports_adapters = inner.supports_adapters  # type: ignore[misc]
         self.hits = 0
         self.misses = 0
 
@@ -74,6 +75,9 @@ class CachedBackend(Backend):
 
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         return self.inner.prompt_too_long(request)
+
+    def process_ids(self) -> list[int]:
+        return self.inner.process_ids()
 
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +25,14 @@ from harness.backends.base import (
 )
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
-from harness.types import ChatRequest, Completion, TokenLogprob
+from harness.types import Adapter, ChatRequest, Completion, TokenLogprob
 
 OUTLINES_GRAMMAR = {"outlines": "outlines_core", "xgrammar": "xgrammar", "guidance": "llguidance"}
 
 
 class TransformersBackend(Backend):
     name = "transformers"
+    supports_adapters = True
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
@@ -52,6 +54,22 @@ class TransformersBackend(Backend):
         self.hf_model.to(device).eval()
         self.model = outlines.from_transformers(self.hf_model, self.tokenizer)
         self._processors: dict[str, Any] = {}
+        self._adapters: set[str] = set()
+
+    def process_ids(self) -> list[int]:
+        return [os.getpid()]
+
+    def _use_adapter(self, adapter: Adapter | None) -> None:
+        """Switch the model to `adapter` (loaded once, kept by its fingerprint) or the base."""
+        if adapter is None:
+            if self._adapters:
+                self.hf_model.disable_adapters()
+            return
+        if adapter.fingerprint not in self._adapters:
+            self.hf_model.load_adapter(adapter.path, adapter_name=adapter.fingerprint)
+            self._adapters.add(adapter.fingerprint)
+        self.hf_model.set_adapter(adapter.fingerprint)
+        self.hf_model.enable_adapters()
 
     def _processor(self, schema: dict[str, Any]) -> Any:
         from outlines.backends import get_json_schema_logits_processor
@@ -86,6 +104,7 @@ class TransformersBackend(Backend):
         from transformers import LogitsProcessorList
 
         started = time.perf_counter()
+        self._use_adapter(request.adapter)
         prompt = self.tokenizer.apply_chat_template(
             plain_messages(request), tokenize=False, add_generation_prompt=True
         )

@@ -55,6 +55,12 @@ def engine_defaults() -> dict[str, Any]:
     return {"enable_chunked_prefill": False}
 
 
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
 class _ProgressBridge(tqdm):  # type: ignore[type-arg]
     """Lets vLLM's progress loop drive the harness's rich progress bar, printing nothing."""
 
@@ -76,14 +82,17 @@ class _ProgressBridge(tqdm):  # type: ignore[type-arg]
 
 class VLLMEngineBackend(Backend):
     name = "vllm"
+    supports_adapters = True
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
         from vllm import LLM
 
         model_path = resolve_model(config.model, offline=context.offline)
-        options = {"seed": 0, **engine_defaults(), **config.engine}
-        started = time.perf_counter()
+        # engine statistics on: they carry each request's own queue-to-last-token time
+        options = {"seed": 0, "disable_log_stats": False, **engine_defaults(), **config.engine}
+        started, children_before = time.perf_counter(), _child_pids()
+        self._lora_ids: dict[str, int] = {}
         try:
             self.llm = LLM(
                 model=model_path,
@@ -94,6 +103,25 @@ class VLLMEngineBackend(Backend):
         except Exception as exc:
             raise BackendError(f"role {role!r}: vLLM could not load {config.model}: {exc}") from exc
         self.startup_s = time.perf_counter() - started
+        self._engine_pids = sorted(_child_pids() - children_before)
+
+    def process_ids(self) -> list[int]:
+        """The engine core process(es) that hold the weights and the KV cache."""
+        return self._engine_pids or [os.getpid()]
+
+    def _lora_request(self, request: ChatRequest):  # -> vllm LoRARequest | None
+        from vllm.lora.request import LoRARequest
+
+        adapter = request.adapter
+        if adapter is None:
+            return None
+        if not self.config.engine.get("enable_lora"):
+            raise BackendError(
+                f"role {self.role!r}: a LoRA adapter was requested but the engine was started "
+                "without `enable_lora: true` (and `max_lora_rank`) in its `engine:` options"
+            )
+        number = self._lora_ids.setdefault(adapter.fingerprint, len(self._lora_ids) + 1)
+        return LoRARequest(adapter.name, number, adapter.path)
 
     def _sampling_params(self, request: ChatRequest):  # -> vllm.SamplingParams
         from vllm import SamplingParams
@@ -120,13 +148,15 @@ class VLLMEngineBackend(Backend):
             return []
         progress = functools.partial(_ProgressBridge, advance=advance) if advance else False
         started = time.perf_counter()
+        adapters = [self._lora_request(r) for r in requests]
         outputs = self.llm.chat(
             [plain_messages(r) for r in requests],
             [self._sampling_params(r) for r in requests],
             use_tqdm=progress,
+            lora_request=adapters if any(adapters) else None,
         )
-        latency = time.perf_counter() - started  # every request of a batch waits for the batch
-        return [self._completion(o, latency) for o in outputs]
+        batch_latency = time.perf_counter() - started
+        return [self._completion(o, _request_latency(o, batch_latency)) for o in outputs]
 
     def _completion(self, output: Any, latency: float) -> Completion:
         sample = output.outputs[0]
@@ -154,6 +184,14 @@ class VLLMEngineBackend(Backend):
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
             self.llm = None
+
+
+def _request_latency(output: Any, batch_latency: float) -> float:
+    """From the request's entry into the engine's queue to its last token, when the engine
+    keeps statistics; otherwise the batch's wall time (every request waits for the batch)."""
+    stats = getattr(output, "metrics", None)
+    queued, last = getattr(stats, "queued_ts", 0.0), getattr(stats, "last_token_ts", 0.0)
+    return last - queued if queued and last > queued else batch_latency
 
 
 def _token_logprobs(sample: Any) -> tuple[TokenLogprob, ...] | None:

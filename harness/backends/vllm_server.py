@@ -167,6 +167,14 @@ class VLLMServerBackend(OpenAIBackend):
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def process_ids(self) -> list[int]:
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return []
+        server = psutil.Process(self.process.pid)
+        return [server.pid, *(c.pid for c in server.children(recursive=True))]
+
     def close(self) -> None:
         super().close()
         self._stop()

@@ -1,0 +1,328 @@
+"""Verifier-size comparison: every verifier of the profile checks the same (prompt, response,
+rubric) set, and each is measured against a reference: a designated verifier (by default the
+largest) or human labels (`compare.labels`: one JSONL line per prompt_id, candidate_id,
+criterion_id with a boolean `label`, as in HealthBench's physician meta-evaluation).
+
+Per verifier: agreement on verdicts (accuracy, balanced accuracy, Cohen's kappa, F1 per
+class), rank correlation of response scores within a prompt, pairwise ranking accuracy overall
+and in the high-reward tail (pairs among a prompt's top quartile by reference score: the
+paper's Table 2 probe), agreement on the pair RTD would refine on, the unscored rate, and cost:
+criteria and output tokens per second, request latency p50/p95, peak memory of the serving
+processes, and parameter count. Timings bypass the completion cache: every request reaches
+the model.
+
+Files: `compare/<label>.verdicts.jsonl` and `compare/<label>.measure.json` per verifier (a
+rerun measures only the verifiers not yet done), `compare/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import HarnessConfig, RoleConfig
+from harness.jsonl import InputError, read_lines, read_records, write_atomic, write_records
+from harness.metrics import (
+    agreement,
+    pairwise_accuracy,
+    percentile,
+    within_prompt_spearman,
+)
+from harness.models.manifest import local_model_dir
+from harness.refiner import select_pair
+from harness.reward import score
+from harness.roles import Role
+from harness.types import Candidate, Verdict
+from harness.verifier import Job, verify
+
+Scores = dict[str, dict[str, float | None]]  # prompt id -> candidate id -> reward
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one verifier did on the comparison set, and what it cost."""
+
+    label: str
+    model: str
+    params: int | None
+    fingerprint: str
+    num_requests: int
+    num_verdicts: int
+    seconds: float
+    prompt_tokens: int
+    output_tokens: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    peak_memory_mb: float | None
+
+
+def measure(
+    role: Role, jobs: Sequence[Job], config: HarnessConfig, templates: Path, fingerprint: str
+) -> tuple[list[Verdict], Measurement]:
+    """Verify every job with `role` (uncached), timing it and sampling its memory."""
+    with peak_memory(role.backend.process_ids()) as peak:
+        started = time.perf_counter()
+        verdicts = verify(role, jobs, config.verify.mode, templates, config.verify.logprobs)
+        seconds = time.perf_counter() - started
+    stats = role.stats
+    return verdicts, Measurement(
+        label=role.config.label,
+        model=role.config.model,
+        params=count_parameters(role.config.model),
+        fingerprint=fingerprint,
+        num_requests=stats.requests,
+        num_verdicts=len(verdicts),
+        seconds=round(seconds, 4),
+        prompt_tokens=stats.prompt_tokens,
+        output_tokens=stats.completion_tokens,
+        latency_p50_s=percentile(stats.latencies, 50),
+        latency_p95_s=percentile(stats.latencies, 95),
+        peak_memory_mb=peak.get("mb"),
+    )
+
+
+@contextmanager
+def peak_memory(pids: Sequence[int], interval_s: float = 0.05) -> Iterator[dict[str, float]]:
+    """Sample the resident memory (plus GPU memory, where nvidia-smi reports it) of `pids`
+    while the block runs; the peak in MB lands in the yielded dict under "mb"."""
+    import psutil
+
+    result: dict[str, float] = {}
+    if not pids:
+        yield result
+        return
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            total = 0
+            for pid in pids:
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    continue
+            result["mb"] = max(result.get("mb", 0.0), total / 2**20)
+            if stop.wait(interval_s):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        gpu = gpu_memory_mb(pids)
+        if gpu:
+            result["mb"] = result.get("mb", 0.0) + gpu
+
+
+def gpu_memory_mb(pids: Sequence[int]) -> float:
+    """GPU memory held by `pids` now (0 without an NVIDIA GPU)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0.0
+    wanted, total = set(pids), 0.0
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip().isdigit() and int(pid) in wanted:
+            total += float(used)
+    return total
+
+
+def count_parameters(model: str) -> int | None:
+    """Parameters of a local model, from its safetensors headers (no weights are loaded)."""
+    folder = local_model_dir(model)
+    if folder is None:
+        return None
+    total = 0
+    for weights in folder.glob("*.safetensors"):
+        with weights.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    return total or None
+
+
+def reference_label(config: HarnessConfig, measurements: dict[str, Measurement]) -> str:
+    """The profile's `compare.reference`, else the verifier with the most parameters, else
+    the last one listed."""
+    labels = [v.label for v in config.roles.verifier]
+    if config.compare.reference:
+        if config.compare.reference not in labels:
+            raise InputError(
+                f"compare.reference: no verifier is labelled {config.compare.reference!r} "
+                f"(verifiers: {', '.join(labels)})"
+            )
+        return config.compare.reference
+    sized = [(measurements[label].params or -1, i, label) for i, label in enumerate(labels)]
+    return max(sized)[2]
+
+
+def load_labels(path: Path) -> dict[tuple[str, str], bool]:
+    """Human labels: (candidate id, criterion id) -> met."""
+    labels = {}
+    for line_number, row in read_lines(path):
+        missing = [k for k in ("candidate_id", "criterion_id", "label") if k not in row]
+        if missing:
+            raise InputError(f"{path}:{line_number}: missing field {missing[0]!r}")
+        value = row["label"]
+        if isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
+            value = value.lower() in ("yes", "true")
+        if not isinstance(value, bool):
+            raise InputError(f"{path}:{line_number}: field 'label' must be true/false or yes/no")
+        labels[(row["candidate_id"], row["criterion_id"])] = value
+    return labels
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> dict[tuple[str, str], bool | None]:
+    return {(v.candidate_id, v.criterion_id): v.met for v in verdicts}
+
+
+def response_scores(
+    jobs: Sequence[Job], table: dict[tuple[str, str], bool | None], config: HarnessConfig
+) -> Scores:
+    scores: Scores = {}
+    for job in jobs:
+        met = {c.id: table.get((job.candidate.id, c.id)) for c in job.rubric.criteria}
+        scores.setdefault(job.prompt.id, {})[job.candidate.id] = score(
+            job.rubric.criteria, met, config.verify.reward, config.verify.min_scored_share
+        )
+    return scores
+
+
+def rtd_pair_agreement(
+    jobs: Sequence[Job], reference: Scores, predicted: Scores, strategy: str
+) -> float | None:
+    """Share of prompts where this verifier's scores make RTD pick the same pair of
+    responses as the reference's scores do."""
+    pools: dict[str, list[Candidate]] = {}
+    for job in jobs:
+        pools.setdefault(job.prompt.id, []).append(job.candidate)
+    same = []
+    for prompt_id, pool in pools.items():
+        ref_pair = select_pair(pool, reference[prompt_id], strategy)
+        our_pair = select_pair(pool, predicted[prompt_id], strategy)
+        if ref_pair is not None and our_pair is not None:
+            same.append({c.id for c in ref_pair} == {c.id for c in our_pair})
+    return sum(same) / len(same) if same else None
+
+
+def verifier_metrics(
+    jobs: Sequence[Job],
+    verdicts: Sequence[Verdict],
+    reference: dict[tuple[str, str], bool | None],
+    measurement: Measurement,
+    config: HarnessConfig,
+) -> dict[str, Any]:
+    """Every comparison metric of one verifier against the reference table."""
+    table = verdict_table(verdicts)
+    keys = [k for k in table if k in reference]
+    agree = agreement([table[k] for k in keys], [reference[k] for k in keys])
+    reference_scores = response_scores(jobs, reference, config)
+    scores = response_scores(jobs, table, config)
+    overall = pairwise_accuracy(reference_scores, scores)
+    tail = pairwise_accuracy(reference_scores, scores, config.compare.tail_quantile)
+    seconds = max(measurement.seconds, 1e-9)
+    return {
+        "label": measurement.label,
+        "model": measurement.model,
+        "params": measurement.params,
+        **{k: agree[k] for k in ("accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no")},
+        "spearman": within_prompt_spearman(reference_scores, scores),
+        "pairwise_accuracy": overall["accuracy"],
+        "tail_pairwise_accuracy": tail["accuracy"],
+        "rtd_pair_agreement": rtd_pair_agreement(
+            jobs, reference_scores, scores, config.refine.pair
+        ),
+        "unscored_rate": sum(v.met is None for v in verdicts) / len(verdicts) if verdicts else None,
+        "num_unscored": sum(v.met is None for v in verdicts),
+        "criteria_per_s": measurement.num_verdicts / seconds,
+        "tokens_per_s": measurement.output_tokens / seconds,
+        "prompt_tokens": measurement.prompt_tokens,
+        "output_tokens": measurement.output_tokens,
+        "latency_p50_s": measurement.latency_p50_s,
+        "latency_p95_s": measurement.latency_p95_s,
+        "peak_memory_mb": measurement.peak_memory_mb,
+        "seconds": measurement.seconds,
+        "num_verdicts": measurement.num_verdicts,
+        "num_requests": measurement.num_requests,
+        "num_compared": agree["n"],
+        "num_pairs": overall["n_pairs"],
+        "num_tail_pairs": tail["n_pairs"],
+    }
+
+
+def compare_verifiers(
+    pool: Any,
+    jobs: Sequence[Job],
+    config: HarnessConfig,
+    templates: Path,
+    folder: Path,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Measure every verifier (reusing finished ones; with `eval.stop_idle_engines`, one
+    engine at a time), then score each against the reference. `pool` is the run's RolePool."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, tuple[list[Verdict], Measurement]] = {}
+    for verifier in config.roles.verifier:
+        results[verifier.label] = _measured(
+            pool, verifier, jobs, config, templates, folder, fingerprint
+        )
+    measurements = {label: m for label, (_, m) in results.items()}
+    if config.compare.labels:
+        reference = load_labels(config.project_path(config.compare.labels))
+        ref = {"kind": "labels", "label": config.compare.labels}
+    else:
+        label = reference_label(config, measurements)
+        reference = verdict_table(results[label][0])
+        ref = {"kind": "verifier", "label": label}
+    rows = []
+    for label, (verdicts, measurement) in results.items():
+        row = verifier_metrics(jobs, verdicts, reference, measurement, config)
+        rows.append(row | {"reference": ref["kind"] == "verifier" and label == ref["label"]})
+    summary = {"reference": ref, "verifiers": rows, "tail_quantile": config.compare.tail_quantile}
+    write_atomic(folder / "metrics.json", [json.dumps(summary, indent=2)])
+    return summary
+
+
+def _measured(
+    pool: Any,
+    verifier: RoleConfig,
+    jobs: Sequence[Job],
+    config: HarnessConfig,
+    templates: Path,
+    folder: Path,
+    fingerprint: str,
+) -> tuple[list[Verdict], Measurement]:
+    verdicts_path = folder / f"{verifier.label}.verdicts.jsonl"
+    measure_path = folder / f"{verifier.label}.measure.json"
+    if verdicts_path.is_file() and measure_path.is_file():
+        stored = Measurement(**json.loads(measure_path.read_text(encoding="utf-8")))
+        if stored.fingerprint == fingerprint:
+            return read_records(verdicts_path, Verdict), stored
+    role = pool.role("verifier", verifier, cached=False)
+    try:
+        verdicts, measurement = measure(role, jobs, config, templates, fingerprint)
+    finally:
+        if config.eval.stop_idle_engines:
+            pool.release(verifier)  # the next size gets the memory to itself
+    write_records(verdicts_path, verdicts)
+    write_atomic(measure_path, [json.dumps(asdict(measurement), indent=2)])
+    return verdicts, measurement

@@ -1,0 +1,156 @@
+"""Pairwise judge: which of two responses to a prompt is better, asked in both orders.
+
+Side A and side B are candidate sets (the trained policy and the base policy, or any two
+candidate files); sample k of A meets sample k of B on the same prompt. The judge answers
+under a schema (`{"verdict": "1" | "2" [| "tie"]}`, optionally after a short rationale), once
+with A shown first and once with B shown first; both answers are mapped back to "a"/"b".
+Aggregation (`harness.metrics.summarise_pairs`): orders that agree give that outcome, orders
+that disagree a tie (or the first order's verdict, by profile); ties count half; a 95%
+bootstrap interval; the position-flip rate; and the win rate at equal length.
+
+    harness judge -c configs/default.yaml --a runs/x/a.jsonl --b runs/x/b.jsonl
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, create_model
+
+from harness.config import JudgeConfig
+from harness.metrics import JudgedPair, summarise_pairs
+from harness.prompts import render
+from harness.roles import Role
+from harness.types import Candidate, ChatRequest, Completion, Prompt, Record, json_schema_of
+
+Side = Literal["a", "b", "tie"]
+
+
+class Judgement(Record):
+    """Both orders of one pair. `first_order`: A shown as Response 1; `second_order`: B shown
+    as Response 1; each already mapped to "a", "b" or "tie", or None when unscored."""
+
+    prompt_id: str
+    a_id: str
+    b_id: str
+    first_order: Side | None
+    second_order: Side | None
+    length_a: int
+    length_b: int
+    rationales: tuple[str, ...] = ()
+    unscored_reasons: tuple[str, ...] = ()
+
+
+def answer_schema(settings: JudgeConfig) -> dict[str, Any]:
+    verdicts = ("1", "2", "tie") if settings.ties else ("1", "2")
+    fields: dict[str, Any] = {}
+    if settings.rationale:
+        fields["rationale"] = (str, Field(..., max_length=settings.rationale_chars))
+    fields["verdict"] = (Literal[verdicts], ...)  # type: ignore[valid-type]
+    answer = create_model(  # type: ignore[call-overload]
+        "Judgement", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return json_schema_of(answer)
+
+
+def pair_up(
+    side_a: Sequence[Candidate], side_b: Sequence[Candidate]
+) -> list[tuple[Candidate, Candidate]]:
+    """Sample k of A with sample k of B, prompt by prompt, in A's order."""
+    b_by_key = {(c.prompt_id, c.sample_index): c for c in side_b}
+    return [
+        (a, b_by_key[key]) for a in side_a if (key := (a.prompt_id, a.sample_index)) in b_by_key
+    ]
+
+
+def judge_pairs(
+    role: Role,
+    prompts: Sequence[Prompt],
+    pairs: Sequence[tuple[Candidate, Candidate]],
+    settings: JudgeConfig,
+    templates: Path,
+    description: str = "judge",
+) -> list[Judgement]:
+    """Both orders of every pair in one batch of requests."""
+    by_id = {p.id: p for p in prompts}
+    schema = answer_schema(settings)
+    requests = []
+    for a, b in pairs:
+        for first, second in ((a, b), (b, a)):
+            requests.append(
+                _request(by_id[a.prompt_id], first, second, settings, templates, role, schema)
+            )
+    completions = role.generate(requests, description=f"{description} ({role.config.label})")
+    return [
+        _judgement(a, b, completions[2 * i], completions[2 * i + 1])
+        for i, (a, b) in enumerate(pairs)
+    ]
+
+
+def _request(
+    prompt: Prompt,
+    first: Candidate,
+    second: Candidate,
+    settings: JudgeConfig,
+    templates: Path,
+    role: Role,
+    schema: dict[str, Any],
+) -> ChatRequest:
+    messages = render(
+        "judge",
+        templates,
+        prompt=prompt.render(),
+        response_1=first.text,
+        response_2=second.text,
+        ties=settings.ties,
+        rationale=settings.rationale,
+        rationale_chars=settings.rationale_chars,
+    )
+    return ChatRequest(
+        messages=messages,
+        sampling=role.config.sampling,
+        json_schema=schema,
+        schema_name="judgement",
+        id=f"{first.id}|{second.id}",
+    )
+
+
+def _judgement(a: Candidate, b: Candidate, first: Completion, second: Completion) -> Judgement:
+    orders = (_side(first, shown_first="a"), _side(second, shown_first="b"))
+    return Judgement(
+        prompt_id=a.prompt_id,
+        a_id=a.id,
+        b_id=b.id,
+        first_order=orders[0],
+        second_order=orders[1],
+        length_a=len(a.text),
+        length_b=len(b.text),
+        rationales=tuple(
+            c.parsed["rationale"] for c in (first, second) if "rationale" in (c.parsed or {})
+        ),
+        unscored_reasons=tuple(c.error or "no verdict" for c in (first, second) if not c.parsed),
+    )
+
+
+def _side(completion: Completion, shown_first: str) -> Side | None:
+    """The judge's verdict as a side: "1" is whoever was shown first."""
+    if not completion.parsed:
+        return None
+    verdict = completion.parsed["verdict"]
+    if verdict == "tie":
+        return "tie"
+    shown_second = "b" if shown_first == "a" else "a"
+    return shown_first if verdict == "1" else shown_second  # type: ignore[return-value]
+
+
+def summarise(
+    judgements: Sequence[Judgement], settings: JudgeConfig, seed: int = 0
+) -> dict[str, Any]:
+    """Win rate of A over B with ties as half, CI, flips, lengths (see the module text)."""
+    pairs = [
+        JudgedPair(j.prompt_id, j.first_order, j.second_order, j.length_a, j.length_b)
+        for j in judgements
+    ]
+    return summarise_pairs(pairs, settings.disagreement, settings.bootstrap, seed)

@@ -1,0 +1,247 @@
+"""Plots drawn from the summary with matplotlib (imported inside the functions, without
+pyplot, so importing the report stays cheap): verifier agreement and throughput,
+over-optimisation by checkpoint, and the pairwise wins, ties and losses."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.report.files import _write_atomic
+from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
+from harness.report.tables import AGREEMENT_METRICS, _verifiers
+
+DPI = 110
+WIDTH_IN = 7.0
+
+
+def make_plots(run_dir: Path, summary: dict) -> dict[str, str]:
+    """Draw the plots the summary has data for into RUN_DIR/plots; {name: relative path}."""
+    from matplotlib.figure import Figure as PlotFigure  # no pyplot: no global state, Agg canvas
+
+    makers = {
+        "verifier_metrics_vs_size": _plot_metrics_vs_size,
+        "verifier_accuracy_vs_throughput": _plot_accuracy_vs_throughput,
+        "overoptimization": _plot_overoptimization,
+        "pairwise": _plot_pairwise,
+    }
+    made: dict[str, str] = {}
+    for name, maker in makers.items():
+        fig = maker(summary, PlotFigure)
+        if fig is None:
+            continue
+        path = Path(run_dir) / "plots" / f"{name}.png"
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+        _write_atomic(path, png.getvalue())
+        made[name] = path.relative_to(run_dir).as_posix()
+    return made
+
+
+def _size_axis(verifiers: list[dict]) -> tuple[list[float], str, bool]:
+    """Parameter counts (log axis) when every verifier has one, else the listed order."""
+    params = [_real(v.get("params")) for v in verifiers]
+    if all(p is not None and p > 0 for p in params):
+        return params, "parameters (count, log scale)", True
+    return [float(i) for i in range(len(verifiers))], "verifier (listed order)", False
+
+
+def _plot_metrics_vs_size(summary: dict, figure_type: type) -> Any:
+    verifiers = _verifiers(summary)
+    metrics = [
+        (k, t) for k, t in AGREEMENT_METRICS if any(_real(v.get(k)) is not None for v in verifiers)
+    ]
+    if not metrics:
+        return None
+    xs, xlabel, log = _size_axis(verifiers)
+    ncols = 3
+    nrows = math.ceil((len(metrics) + 1) / ncols)
+    fig = figure_type(figsize=(WIDTH_IN, 2.3 * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (key, title) in zip(axes, metrics):
+        _metric_panel(ax, verifiers, xs, key, title, log)
+    for ax in axes[len(metrics) :]:
+        ax.set_axis_off()
+    handles = [
+        axes[0].plot([], [], "o-", color="C0", label="verifier")[0],
+        axes[0].plot([], [], "o", mfc="none", color="C3", label="reference (1 by definition)")[0],
+    ]
+    axes[len(metrics)].legend(handles=handles, loc="center", frameon=False, fontsize=8)
+    ref = summary.get("reference") if isinstance(summary.get("reference"), dict) else {}
+    fig.suptitle(f"Verifier agreement with the reference ({fmt_text(ref.get('label'))}) by size")
+    fig.supxlabel(xlabel, fontsize=9)
+    fig.supylabel("agreement (unitless)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _metric_panel(
+    ax: Any, verifiers: list[dict], xs: list[float], key: str, title: str, log: bool
+) -> None:
+    points = sorted(
+        (x, _real(v.get(key)), v) for x, v in zip(xs, verifiers) if _real(v.get(key)) is not None
+    )
+    line = [(x, y) for x, y, v in points if not v.get("reference")]
+    if line:
+        ax.plot(*zip(*line), "o-", color="C0", markersize=4)
+    for x, y, v in points:
+        if v.get("reference"):
+            ax.plot([x], [y], "o", mfc="none", color="C3", markersize=6)
+        ax.annotate(
+            fmt_text(v.get("label")), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6
+        )
+    ax.set_title(title, fontsize=9)
+    ax.margins(y=0.15)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    _format_size_axis(ax, verifiers, xs, log)
+
+
+def _format_size_axis(ax: Any, verifiers: list[dict], xs: list[float], log: bool) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_params(v, "")))
+        ax.margins(x=0.25)
+    else:
+        ax.set_xticks(xs, [fmt_text(v.get("label")) for v in verifiers], rotation=30, ha="right")
+        ax.margins(x=0.15)
+
+
+def _plot_accuracy_vs_throughput(summary: dict, figure_type: type) -> Any:
+    points = [
+        (_real(v.get("criteria_per_s")), _real(v.get("balanced_accuracy")), v)
+        for v in _verifiers(summary)
+    ]
+    points = [(x, y, v) for x, y, v in points if x is not None and y is not None and x > 0]
+    if not points:
+        return None
+    fig = figure_type(figsize=(WIDTH_IN, 4.2))
+    ax = fig.subplots()
+    for x, y, v in points:
+        reference = bool(v.get("reference"))
+        ax.plot(
+            [x],
+            [y],
+            "o",
+            color="C3" if reference else "C0",
+            mfc="none" if reference else None,
+            markersize=7,
+        )
+        label = fmt_text(v.get("label")) + (" (reference)" if reference else "")
+        ax.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    xs = [x for x, _, _ in points]
+    ax.margins(x=0.2, y=0.15)
+    if max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0)
+    ax.set_xlabel("throughput (criteria verified per second)")
+    ax.set_ylabel("balanced accuracy vs reference")
+    ax.set_title("Verifier accuracy against throughput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    o = summary.get("overoptimization")
+    points = [c for c in (o.get("checkpoints") or []) if isinstance(c, dict)] if o else []
+    points = [c for c in points if _real(c.get("step")) is not None]
+    if not any(
+        _real(c.get("reward")) is not None or _real(c.get("win_rate")) is not None for c in points
+    ):
+        return None
+    steps = [c["step"] for c in points]
+    reward = [_nan(c.get("reward")) for c in points]
+    win = [100 * _nan(c.get("win_rate")) for c in points]
+    ci = [
+        c.get("ci95") if isinstance(c.get("ci95"), list | tuple) else (None, None) for c in points
+    ]
+    fig = figure_type(figsize=(WIDTH_IN, 4.2))
+    ax = fig.subplots()
+    ax.plot(steps, reward, "o-", color="C0", label="rubric reward (left)")
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("mean rubric reward (0–1)", color="C0")
+    right = ax.twinx()
+    right.plot(steps, win, "s-", color="C1", label="win rate vs base (right)")
+    lo, hi = ([100 * _nan(b[i]) for b in ci] for i in (0, 1))
+    right.fill_between(steps, lo, hi, color="C1", alpha=0.2, label="95% CI")
+    # Error bars too: a checkpoint between two unscored ones has no band to sit in.
+    bars = [[w - x for w, x in zip(win, lo)], [x - w for w, x in zip(win, hi)]]
+    right.errorbar(steps, win, yerr=bars, fmt="none", ecolor="C1", alpha=0.6, capsize=3)
+    right.set_ylabel("win rate vs base (%)", color="C1")
+    flagged = [c for c in points if c["step"] in set(o.get("flagged_steps") or [])]
+    for i, c in enumerate(flagged):
+        ax.axvline(c["step"], color="red", linestyle=":", alpha=0.6)
+        right.plot(
+            [c["step"]],
+            [100 * _nan(c.get("win_rate"))],
+            "o",
+            color="red",
+            markersize=10,
+            mfc="none",
+            mew=2,
+            label="reward up, win rate down" if i == 0 else None,
+        )
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=4,
+        frameon=False,
+        fontsize=8,
+    )
+    ax.set_title("Over-optimisation: rubric reward and win rate by checkpoint")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _nan(value: Any) -> float:
+    x = _real(value)
+    return math.nan if x is None else x
+
+
+def _plot_pairwise(summary: dict, figure_type: type) -> Any:
+    p = summary.get("pairwise")
+    if not isinstance(p, dict):
+        return None
+    counts = [(k, _real(p.get(k)) or 0.0) for k in ("wins", "ties", "losses")]
+    if sum(c for _, c in counts) <= 0:
+        return None
+    fig = figure_type(figsize=(WIDTH_IN, 2.4))
+    ax = fig.subplots()
+    left = 0.0
+    for (name, count), color in zip(counts, ("#2da44e", "#8c959f", "#cf222e")):
+        ax.barh([0], [count], left=left, color=color, label=f"{name} ({fmt_number(count)})")
+        if count:
+            ax.text(
+                left + count / 2,
+                0,
+                fmt_number(count),
+                ha="center",
+                va="center",
+                color="white",
+                fontsize=9,
+                fontweight="bold",
+            )
+        left += count
+    ax.set_yticks([])
+    ax.set_xlim(0, left)
+    ax.set_xlabel(f"pairs judged (count); unscored pairs left out: {fmt_number(p.get('unscored'))}")
+    ax.set_title(
+        f"{fmt_text(p.get('a'))} vs {fmt_text(p.get('b'))}: win rate {fmt_pct(p.get('win_rate'))} "
+        f"(95% CI {fmt_ci(p.get('ci95'))}), n = {fmt_number(p.get('n'))}",
+        fontsize=10,
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,279 @@
+"""Sections: the report's content in reading order, from "At a glance" to "Unscored", each
+with its prose, tables and figures, or a note saying why the stage has nothing to show."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness.report.format import (
+    _real,
+    fmt_ci,
+    fmt_error,
+    fmt_metric,
+    fmt_number,
+    fmt_params,
+    fmt_pct,
+    fmt_text,
+)
+from harness.report.tables import (
+    Block,
+    Figure,
+    Items,
+    Note,
+    Section,
+    _absent,
+    _figures,
+    _verifiers,
+    overoptimization_table,
+    pairwise_table,
+    refine_table,
+    stages_table,
+    theory_table,
+    train_table,
+    unscored_table,
+    verifier_agreement_table,
+    verifier_speed_table,
+)
+
+TAIL_TOLERANCE = 0.05
+
+
+def glance_items(summary: dict) -> list[tuple[str, str]]:
+    return [
+        ("Win rate", _glance_win_rate(summary)),
+        ("Verifier", _glance_verifier(summary)),
+        ("Training reward", _glance_train(summary)),
+        ("Over-optimisation", _glance_overoptimization(summary)),
+    ]
+
+
+def _glance_win_rate(summary: dict) -> str:
+    p = summary.get("pairwise")
+    if not isinstance(p, dict):
+        return _absent(summary, ("judge",), "pairwise results").text
+    return (
+        f"{fmt_text(p.get('a'))} vs {fmt_text(p.get('b'))}: {fmt_pct(p.get('win_rate'))} "
+        f"(95% CI {fmt_ci(p.get('ci95'))}, n = {fmt_number(p.get('n'))})"
+    )
+
+
+def pick_verifier(summary: dict) -> tuple[dict, dict] | None:
+    """The smallest verifier whose tail pairwise accuracy is within 0.05 of the best, and the
+    best; the reference is left out, since its agreement with itself is 1 by definition."""
+    tail = "tail_pairwise_accuracy"
+    ranked = [(i, v) for i, v in enumerate(_verifiers(summary)) if not v.get("reference")]
+    ranked = [(i, v) for i, v in ranked if _real(v.get(tail)) is not None]
+    if not ranked:
+        return None
+    best = max((v for _, v in ranked), key=lambda v: _real(v[tail]))
+    close = [(i, v) for i, v in ranked if _real(v[tail]) >= _real(best[tail]) - TAIL_TOLERANCE]
+    _, smallest = min(close, key=lambda iv: (_real(iv[1].get("params")) or math.inf, iv[0]))
+    return smallest, best
+
+
+def _glance_verifier(summary: dict) -> str:
+    picked = pick_verifier(summary)
+    if picked is None:
+        return _absent(summary, ("compare",), "verifier comparison").text
+    smallest, best = picked
+    text = (
+        f"{fmt_text(smallest.get('label'))} ({fmt_params(smallest.get('params'))} params), "
+        f"tail pairwise accuracy {fmt_metric(smallest.get('tail_pairwise_accuracy'))}"
+    )
+    if smallest is not best:
+        text += (
+            f", within {TAIL_TOLERANCE} of the best ({fmt_text(best.get('label'))}, "
+            f"{fmt_metric(best.get('tail_pairwise_accuracy'))})"
+        )
+    return text + f"; {_reference_text(summary)}"
+
+
+def _reference_text(summary: dict) -> str:
+    ref = summary.get("reference")
+    if not isinstance(ref, dict):
+        return "no reference recorded"
+    if ref.get("kind") == "labels":
+        return f"measured against the labels {fmt_text(ref.get('label'))}"
+    return f"measured against the reference verifier {fmt_text(ref.get('label'))}"
+
+
+def _glance_train(summary: dict) -> str:
+    t = summary.get("train")
+    if not isinstance(t, dict):
+        return _absent(summary, ("train",), "training results").text
+    return (
+        f"{fmt_metric(t.get('reward_first'))} → {fmt_metric(t.get('reward_last'))} "
+        f"over {fmt_number(t.get('steps'))} steps"
+    )
+
+
+def _glance_overoptimization(summary: dict) -> str:
+    o = summary.get("overoptimization")
+    if not isinstance(o, dict) or not o.get("checkpoints"):
+        return _absent(summary, ("overoptimization",), "checkpoint comparison").text
+    if o.get("flagged"):
+        steps = ", ".join(fmt_number(s) for s in o.get("flagged_steps") or [])
+        return f"flagged at step {steps}: reward up, win rate down"
+    return "not flagged: no checkpoint had the reward rise while the win rate fell"
+
+
+def build_sections(summary: dict) -> list[Section]:
+    sections = [
+        Section("At a glance", [Items(glance_items(summary))]),
+        Section("Stages", [stages_table(summary) or _absent(summary, (), "stage records")]),
+        _pairwise_section(summary),
+        _verifier_section(summary),
+        _refine_section(summary),
+        _train_section(summary),
+        _overoptimization_section(summary),
+        _theory_section(summary),
+        _unscored_section(summary),
+    ]
+    shown = {b.name for s in sections for b in s.blocks if isinstance(b, Figure)}
+    others = _figures(summary, [], "")
+    others = [f for f in others if f.name not in shown]
+    if others:
+        sections.append(Section("Other plots", others))
+    return sections
+
+
+def _pairwise_section(summary: dict) -> Section:
+    table = pairwise_table(summary)
+    if table is None:
+        return Section("Pairwise judge", [_absent(summary, ("judge",), "pairwise results")])
+    return Section(
+        "Pairwise judge",
+        [
+            "Each pair is judged in both orders; when the two orders disagree the pair counts "
+            "as a tie, and a tie counts half a win. The 95% confidence interval comes from a "
+            "bootstrap over pairs. The length-controlled win rate is the win rate at equal "
+            "length, from a logistic fit of the outcome on the length difference.",
+            table,
+            *_figures(summary, [("pairwise", "Wins, ties and losses of A against B")], "pair"),
+        ],
+    )
+
+
+def _verifier_section(summary: dict) -> Section:
+    agreement = verifier_agreement_table(summary)
+    if agreement is None:
+        return Section("Verifier comparison", [_absent(summary, ("compare",), "verifier results")])
+    reference = _reference_text(summary)
+    return Section(
+        "Verifier comparison",
+        [
+            f"Agreement metrics are {reference}; a reference verifier agrees with itself by "
+            "definition. Tail pairwise accuracy counts only pairs from the high-reward tail, "
+            "where the paper finds reward errors do their damage. Unscored verdicts are left "
+            "out of every metric.",
+            agreement,
+            verifier_speed_table(summary),
+            *_figures(
+                summary,
+                [
+                    ("verifier_metrics_vs_size", "Agreement with the reference against size"),
+                    ("verifier_accuracy_vs_throughput", "Balanced accuracy against throughput"),
+                ],
+                "verifier",
+            ),
+        ],
+    )
+
+
+def _refine_section(summary: dict) -> Section:
+    table = refine_table(summary)
+    if table is None:
+        return Section("Refinement", [_absent(summary, ("refine",), "refinement iterations")])
+    return Section(
+        "Refinement",
+        [
+            "Each iteration rewrites every rubric from its two top-scored responses. "
+            "'Tied before' counts prompts whose two top responses had equal scores under the "
+            "old rubric; 'separated after' counts those the new rubric tells apart.",
+            table,
+            *_figures(summary, [], "refine"),
+        ],
+    )
+
+
+def _train_section(summary: dict) -> Section:
+    table = train_table(summary)
+    if table is None:
+        return Section("Training", [_absent(summary, ("train",), "training results")])
+    t = summary["train"]
+    if t.get("adapter_weights_changed") and t.get("base_weights_unchanged"):
+        check = "The LoRA adapter weights changed and the base weights did not, as they should."
+    else:
+        check = "Check the weights: the adapter should change and the base should not."
+    figures = _figures(summary, [("train_reward", "Mean rubric reward per training step")], "train")
+    return Section("Training", [check, table, *figures])
+
+
+def _overoptimization_section(summary: dict) -> Section:
+    table = overoptimization_table(summary)
+    if table is None:
+        note = _absent(summary, ("overoptimization",), "checkpoint comparison")
+        return Section("Over-optimisation", [note])
+    o = summary["overoptimization"]
+    if o.get("flagged"):
+        steps = ", ".join(fmt_number(s) for s in o.get("flagged_steps") or [])
+        flag = (
+            f"Flagged at step {steps}: the rubric reward rose while the win rate against the "
+            "base fell, the sign of a policy exploiting the rubric."
+        )
+    else:
+        flag = "Not flagged: no checkpoint had the rubric reward rise while the win rate fell."
+    blocks: list[Block] = [flag, table]
+    caption = "Rubric reward and win rate against the base, per checkpoint"
+    blocks += _figures(summary, [("overoptimization", caption)], "overoptim")
+    return Section("Over-optimisation", blocks)
+
+
+def _theory_section(summary: dict) -> Section:
+    table = theory_table(summary)
+    theory = summary.get("theory") if isinstance(summary.get("theory"), dict) else {}
+    named = [
+        ("theory_fig2a", "Win rate against KL for each misspecification pattern (Fig. 2a)"),
+        ("theory_fig2b", "Win rate against KL when only the top share is ranked right (Fig. 2b)"),
+        ("theory_training", "Win rate over tabular training steps (Fig. 4 analogue)"),
+    ]
+    figures = _figures(summary, named, "theory")
+    if table is None and not figures:
+        return Section("Theory", [_absent(summary, ("theory",), "theory results")])
+    blocks: list[Block] = [
+        "Win rate against the reference policy under a KL budget when the proxy reward is a "
+        "measure-preserving misordering of the gold reward (Theorem 1), closed form."
+    ]
+    blocks += [table] if table else []
+    peaks = theory.get("peaks") if isinstance(theory.get("peaks"), dict) else {}
+    blocks += [Items([(n, _peak_text(p)) for n, p in peaks.items() if _interior_peak(p, theory)])]
+    mc = theory.get("monte_carlo") if isinstance(theory.get("monte_carlo"), dict) else {}
+    if mc:
+        blocks.append(
+            f"A Monte Carlo check with {fmt_number(mc.get('n'))} samples agrees with the closed "
+            f"form to a largest absolute error of {fmt_error(mc.get('max_abs_error'))}."
+        )
+    blocks += figures
+    return Section("Theory", [b for b in blocks if not (isinstance(b, Items) and not b.items)])
+
+
+def _interior_peak(peak: Any, theory: dict) -> bool:
+    """A peak strictly inside the KL range: the win rate rises, then falls (monotone curves
+    have their maximum at an end of the range, which is no peak)."""
+    kls = [r.get("kl") for r in theory.get("kl_table") or [] if _real(r.get("kl")) is not None]
+    kl = _real(peak.get("kl")) if isinstance(peak, dict) else None
+    return kl is not None and bool(kls) and 0.05 < kl < max(kls) - 0.05
+
+
+def _peak_text(peak: dict) -> str:
+    return f"peaks at win rate {fmt_metric(peak.get('win_rate'))} (KL {fmt_metric(peak.get('kl'))})"
+
+
+def _unscored_section(summary: dict) -> Section:
+    table = unscored_table(summary)
+    text = (
+        "An answer that could not be obtained or parsed is unscored: it is excluded from every "
+        'score and metric, never counted as "no" or as a loss.'
+    )
+    return Section("Unscored", [text, table or Note("Not run: no unscored counts recorded.")])
