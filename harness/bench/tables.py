@@ -1,0 +1,140 @@
+"""`bench.json` as rich tables: layouts, engine ceiling, grammar cost, scaling, GRPO step
+split and goals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_bench(result: dict[str, Any], console: Any) -> None:
+    """The benchmark as rich tables: layouts, ceiling, grammar, scaling, step split, goals."""
+    from rich.table import Table
+
+    work, machine = result["workload"], result["machine"]
+    console.print(
+        f"[bold]harness bench[/bold]: {work['responses']} responses x "
+        f"{work['criteria_per_rubric']} criteria over {work['prompts']} prompts, "
+        f"verifier {work['verifier']} ({work['grammar']}), {machine['cpu']}, "
+        f"{machine['cpu_cores']} cores, GPU {machine['gpu'] or 'none'}, "
+        f"{work['seconds']:.0f} s{' (smoke run)' if work['smoke'] else ''}"
+    )
+    console.print(_layouts_table(result, Table))
+    ceiling = Table(
+        "mode",
+        "engine ceiling crit/s",
+        "harness crit/s",
+        "efficiency",
+        "prefix hits",
+        title="1. Engine ceiling: same tokens, raw engine",
+    )
+    for mode, entry in result["engine_ceiling"].items():
+        ceiling.add_row(
+            mode,
+            f"{entry['criteria_per_s']:.1f}",
+            f"{entry['harness_criteria_per_s']:.1f}",
+            f"{entry['harness_efficiency']:.2f}",
+            f"{entry['prefix_cache_hit_rate']:.0%}",
+        )
+    console.print(ceiling)
+    grammar = Table(
+        "engine",
+        "backend",
+        "requests",
+        "constrained s",
+        "unconstrained s",
+        "slowdown",
+        "valid",
+        title="3. Grammar cost (all-mode requests)",
+    )
+    for name, entry in result["grammar"].items():
+        if "skipped" in entry:
+            grammar.add_row(name, "", "", "", "", entry["skipped"], "")
+            continue
+        grammar.add_row(
+            name,
+            entry["backend"],
+            str(entry["requests"]),
+            f"{entry['constrained_s']:.2f}",
+            f"{entry['unconstrained_s']:.2f}",
+            f"{entry['slowdown']:.2f}x",
+            f"{entry['valid']}/{entry['requests']}",
+        )
+    console.print(grammar)
+    console.print(_scaling_table(result["scaling"], Table))
+    console.print(_split_table(result["train_step_split"], Table))
+    goals = Table("goal", "measured", "target", "met", "", title="Goals")
+    for name, goal in result["goals"].items():
+        mark = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
+        measured = goal["measured"]
+        shown = f"{measured:.2f}" if isinstance(measured, float) else str(measured)
+        goals.add_row(name, shown, str(goal["target"]), mark, goal.get("detail", ""))
+    console.print(goals)
+
+
+def _layouts_table(result: dict[str, Any], table_type: type) -> Any:
+    layouts = result["layouts"]
+    paper = layouts["paper"]["criteria_per_s"] or 1.0
+    table = table_type(
+        "layout",
+        "criteria/s",
+        "x paper",
+        "prompt tok",
+        "output tok",
+        "prefix hits",
+        "unparseable",
+        "seconds",
+        title="2. Verifier layouts, same (prompt, response, rubric) set",
+    )
+    for name, entry in layouts.items():
+        table.add_row(
+            name,
+            f"{entry['criteria_per_s']:.1f}",
+            f"{entry['criteria_per_s'] / paper:.2f}",
+            str(entry["prompt_tokens"]),
+            str(entry["output_tokens"]),
+            f"{entry['prefix_cache_hit_rate']:.0%}",
+            f"{entry['unparseable']}/{entry['criteria']}",
+            f"{entry['seconds']:.2f}",
+        )
+    return table
+
+
+def _scaling_table(scaling: dict[str, list[dict[str, Any]]], table_type: type) -> Any:
+    modes = list(scaling)
+    table = table_type(
+        "responses",
+        *[f"{m} crit/s" for m in modes],
+        title="4. Scaling: criteria per second by batch size",
+    )
+    rows: dict[int, dict[str, float]] = {}
+    for mode in modes:
+        for point in scaling[mode]:
+            rows.setdefault(point["responses"], {})[mode] = point["criteria_per_s"]
+    for responses, rates in rows.items():
+        table.add_row(str(responses), *[f"{rates.get(m, 0.0):.1f}" for m in modes])
+    return table
+
+
+def _split_table(split: dict[str, Any], table_type: type) -> Any:
+    table = table_type(
+        "mode",
+        "step s",
+        "generation s",
+        "verification s",
+        "update s",
+        "verifier share",
+        title="5. GRPO step split (tiny training profile)",
+    )
+    if "skipped" in split:
+        table.add_row(split["skipped"], "", "", "", "", "")
+        return table
+    for mode, entry in split.items():
+        table.add_row(
+            mode,
+            f"{entry['step_s']:.2f}",
+            f"{entry['generation_s']:.2f}",
+            f"{entry['reward_s']:.2f}",
+            f"{entry['update_s']:.2f}",
+            f"{entry['verifier_share']:.0%}",
+        )
+    return table
