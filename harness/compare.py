@@ -126,20 +126,21 @@ def peak_memory(pids: Sequence[int], interval_s: float = 0.05) -> Iterator[dict[
             result["mb"] = result.get("mb", 0.0) + gpu
 
 
+def nvidia_smi(*query: str) -> list[str] | None:
+    """The CSV rows `nvidia-smi QUERY --format=csv,noheader,nounits` prints; None without an
+    NVIDIA GPU."""
+    command = ["nvidia-smi", *query, "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
 def gpu_memory_mb(pids: Sequence[int]) -> float:
     """GPU memory held by `pids` now (0 without an NVIDIA GPU)."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0.0
     wanted, total = set(pids), 0.0
-    for line in out.splitlines():
+    for line in nvidia_smi("--query-compute-apps=pid,used_memory") or []:
         pid, _, used = line.partition(",")
         if pid.strip().isdigit() and int(pid) in wanted:
             total += float(used)

@@ -484,17 +484,7 @@ def _cpu_name() -> str | None:
 
 
 def _gpu_name() -> str | None:
-    import subprocess
+    from harness.compare import nvidia_smi
 
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in out.splitlines() if line.strip()]
+    names = nvidia_smi("--query-gpu=name")
     return f"{len(names)} x {names[0]}" if names else None
