@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 from harness.config import HarnessConfig, RoleConfig
 from harness.jsonl import InputError, read_lines, read_records, write_atomic, write_records
+from harness.machine import nvidia_smi
 from harness.metrics import (
     agreement,
     pairwise_accuracy,
@@ -124,17 +124,6 @@ def peak_memory(pids: Sequence[int], interval_s: float = 0.05) -> Iterator[dict[
         gpu = gpu_memory_mb(pids)
         if gpu:
             result["mb"] = result.get("mb", 0.0) + gpu
-
-
-def nvidia_smi(*query: str) -> list[str] | None:
-    """The CSV rows `nvidia-smi QUERY --format=csv,noheader,nounits` prints; None without an
-    NVIDIA GPU."""
-    command = ["nvidia-smi", *query, "--format=csv,noheader,nounits"]
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
 def gpu_memory_mb(pids: Sequence[int]) -> float:

@@ -23,16 +23,15 @@ from typing import Any
 from harness.compare import compare_verifiers
 from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates, load_prompts
-from harness.jsonl import read_records, write_atomic, write_records
-from harness.judge import Judgement, judge_pairs, pair_up, summarise
-from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run, StageResult, run_stage
+from harness.jsonl import read_lines, write_atomic, write_records
+from harness.judge import judge_pairs, pair_up, summarise
+from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run, StageResult, reward_rows, run_stage
 from harness.policy import adapter_rank, checkpoint_adapters, final_adapter, policy_role_config
-from harness.reward import score
 from harness.roles import Role, RolePool, run_context
 from harness.rollouts import roll_out
 from harness.runstate import fingerprint
 from harness.types import Adapter, Candidate, Prompt
-from harness.verifier import Job, met_by_candidate, verify
+from harness.verifier import Job, verify
 
 EVAL_STAGES = ("compare", "train", "judge", "overoptimization", "theory")
 WIN_RATE_DROP = 0.05  # how far below its best the win rate must fall to flag over-optimisation
@@ -268,21 +267,14 @@ def stage_overoptimization(run: Run) -> StageResult:
 def _mean_reward(
     run: Run, role: Role, prompts: list[Prompt], samples: list[Candidate]
 ) -> float | None:
+    """Mean rubric reward of `samples`; unscored rewards are left out (None if all are)."""
     latest, by_id = run.latest_rubrics(), {p.id: p for p in prompts}
     jobs = [Job(by_id[c.prompt_id], c, latest[c.prompt_id]) for c in samples]
-    table = met_by_candidate(
-        verify(role, jobs, run.config.verify.mode, run.templates, run.config.verify.logprobs)
-    )
-    rewards = [
-        score(
-            j.rubric.criteria,
-            table.get(j.candidate.id, {}),
-            run.config.verify.reward,
-            run.config.verify.min_scored_share,
-        )
-        for j in jobs
+    verdicts = verify(role, jobs, run.config.verify.mode, run.templates,
+                      run.config.verify.logprobs)  # fmt: skip
+    scored = [
+        r["reward"] for r in reward_rows(jobs, verdicts, run.config) if r["reward"] is not None
     ]
-    scored = [r for r in rewards if r is not None]
     return sum(scored) / len(scored) if scored else None
 
 
@@ -362,13 +354,7 @@ def roles_of(config: HarnessConfig, stage: str) -> list[RoleConfig]:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def read_judgements(run_dir: Path) -> list[Judgement]:
-    return read_records(run_dir / "judge" / "judgements.jsonl", Judgement)
+    return [row for _, row in read_lines(path)] if path.is_file() else []
 
 
 def build_summary(
@@ -454,10 +440,8 @@ def _unscored(done: dict[str, Any], compare: Any, train: Any, judge: Any) -> dic
 def _run_facts(config: HarnessConfig, profile: str) -> dict[str, Any]:
     import datetime
     import importlib.metadata
-    import os
-    import platform
 
-    import psutil
+    from harness.machine import machine_info
 
     return {
         "name": config.run_name,
@@ -465,26 +449,5 @@ def _run_facts(config: HarnessConfig, profile: str) -> dict[str, Any]:
         "profile": profile,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "harness_version": importlib.metadata.version("harness"),
-        "machine": {
-            "cpu": _cpu_name() or platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpu": _gpu_name(),
-        },
+        "machine": machine_info(),
     }
-
-
-def _cpu_name() -> str | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return None
-
-
-def _gpu_name() -> str | None:
-    from harness.compare import nvidia_smi
-
-    names = nvidia_smi("--query-gpu=name")
-    return f"{len(names)} x {names[0]}" if names else None

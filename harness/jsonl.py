@@ -70,14 +70,23 @@ def read_records(
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write text lines to `path` whole or not at all."""
+    write_bytes_atomic(path, "".join(line.rstrip("\n") + "\n" for line in lines).encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temporary file beside `path`, then rename it into place: a reader (or a
+    resumed run) sees the old file or the new one, never half of one. `mode`: permissions
+    (default: the temporary file's, owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line.rstrip("\n") + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

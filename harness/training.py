@@ -65,9 +65,10 @@ class RubricReward:
         self.templates, self.log_path = templates, log_path
         self.num_calls = 0
         self._role: Role | None = None
+        self._owned = True  # False when the caller lent a started role (and closes it)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_role": None}
+        return {**self.__dict__, "_role": None, "_owned": True}
 
     def role(self) -> Role:
         if self._role is None:
@@ -79,7 +80,7 @@ class RubricReward:
         self._role, self._owned = role, False
 
     def close(self) -> None:
-        if self._role is not None and getattr(self, "_owned", True):
+        if self._role is not None and self._owned:
             self._role.close()
         self._role = None
 

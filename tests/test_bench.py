@@ -121,7 +121,7 @@ def hand_made_result():
             "compact": {"step_s": 1.5, "generation_s": 0.5, "reward_s": 0.5, "update_s": 0.5,
                         "verifier_share": 0.33},
         },
-        "machine": {"cpu": "test cpu", "cpu_cores": 2, "gpu": None},
+        "machine": {"cpu": "test cpu", "cores": 2, "gpu": None},
         "workload": {"default_mode": "all", "responses": 8, "criteria_per_rubric": 20,
                      "prompts": 4, "verifier": "tiny-s", "grammar": "xgrammar",
                      "seconds": 50.0, "smoke": False},

@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.backends import RunContext
 from harness.bench.engine import Engine, Recorder, fastest
-from harness.bench.goals import compute_goals, machine_info
+from harness.bench.goals import compute_goals
 from harness.bench.measure import (
     LAYOUTS,
     measure_ceiling,
@@ -58,6 +58,7 @@ from harness.bench.workload import (
 )
 from harness.config import ConfigError, HarnessConfig, RoleConfig
 from harness.jsonl import write_atomic
+from harness.machine import machine_info
 
 __all__ = [
     "BENCH_KEYS",

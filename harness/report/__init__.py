@@ -11,8 +11,7 @@ the same order. A section whose stage was switched off says "stage off", one wit
 says "not run"; a value that could not be scored reads "unscored", never 0 and never "None".
 
 Modules: format (values as text), tables (content model and tables), sections (the content
-in reading order), render (Markdown, HTML), plots (matplotlib), terminal (rich), files
-(atomic writes).
+in reading order), render (Markdown, HTML), plots (matplotlib), terminal (rich).
 
     harness report runs/demo
 """
@@ -22,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.report.files import _write_atomic
+from harness.jsonl import write_bytes_atomic
 from harness.report.format import (
     NA,
     UNSCORED,
@@ -40,7 +39,7 @@ from harness.report.format import (
     fmt_seconds,
     fmt_text,
 )
-from harness.report.plots import DPI, WIDTH_IN, make_plots
+from harness.report.plots import DPI, REPORT_MODE, WIDTH_IN, make_plots
 from harness.report.render import (
     CSS,
     MIME,
@@ -138,7 +137,11 @@ def write_report(run_dir: Path, summary: dict) -> dict[str, Path]:
     }
     text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     sections = build_sections(summary)
-    _write_atomic(paths["summary"], text.encode("utf-8"))
-    _write_atomic(paths["markdown"], render_markdown(summary, sections).encode("utf-8"))
-    _write_atomic(paths["html"], render_html(run_dir, summary, sections).encode("utf-8"))
+    write_bytes_atomic(paths["summary"], text.encode("utf-8"), mode=REPORT_MODE)
+    write_bytes_atomic(
+        paths["markdown"], render_markdown(summary, sections).encode("utf-8"), mode=REPORT_MODE
+    )
+    write_bytes_atomic(
+        paths["html"], render_html(run_dir, summary, sections).encode("utf-8"), mode=REPORT_MODE
+    )
     return paths

@@ -9,9 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.report.files import _write_atomic
+from harness.jsonl import write_bytes_atomic
 from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
 from harness.report.tables import AGREEMENT_METRICS, _verifiers
+
+REPORT_MODE = 0o644  # the report is meant to be shared: readable by all, unlike run records
 
 DPI = 110
 WIDTH_IN = 7.0
@@ -35,7 +37,7 @@ def make_plots(run_dir: Path, summary: dict) -> dict[str, str]:
         path = Path(run_dir) / "plots" / f"{name}.png"
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
-        _write_atomic(path, png.getvalue())
+        write_bytes_atomic(path, png.getvalue(), mode=REPORT_MODE)
         made[name] = path.relative_to(run_dir).as_posix()
     return made
 

@@ -39,7 +39,7 @@ def test_smoke_bench_writes_every_key(tiny_models, tmp_path):
     assert written["train_step_split"] == {"skipped": "smoke run"}
     assert all(p["criteria_per_s"] > 0 for points in written["scaling"].values() for p in points)
     assert {"measured", "target", "met"} <= set(written["goals"]["harness_efficiency"])
-    assert written["machine"]["cpu_cores"] >= 1 and written["workload"]["smoke"] is True
+    assert written["machine"]["cores"] >= 1 and written["workload"]["smoke"] is True
     recorded = Console(record=True, width=200)
     print_bench(written, recorded)
     assert "Goals" in recorded.export_text()
