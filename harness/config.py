@@ -102,6 +102,7 @@ class RolloutsConfig(StrictModel):
 class ProposeConfig(StrictModel):
     min_criteria: int = Field(3, ge=1)
     max_criteria: int = Field(20, ge=1, le=100)
+    min_criterion_chars: int = Field(1, ge=1, description="e.g. 20: sentences, not labels")
     max_criterion_chars: int = Field(300, ge=20)
 
 
@@ -151,6 +152,9 @@ class CompareConfig(StrictModel):
         None, description="human labels JSONL: prompt_id, candidate_id, criterion_id, label"
     )
     tail_quantile: float = Field(0.25, gt=0, le=1, description="the high-reward tail")
+    off_topic_per_prompt: int = Field(
+        4, ge=0, description="other prompts' responses per prompt for the off-topic probe; 0: off"
+    )
 
 
 class JudgeConfig(StrictModel):
@@ -204,6 +208,10 @@ class HarnessConfig(StrictModel):
     def _criteria_bounds(self) -> HarnessConfig:
         if self.propose.min_criteria > self.propose.max_criteria:
             raise ValueError("propose.min_criteria must not exceed propose.max_criteria")
+        if self.propose.min_criterion_chars > self.propose.max_criterion_chars:
+            raise ValueError(
+                "propose.min_criterion_chars must not exceed propose.max_criterion_chars"
+            )
         return self
 
     @property

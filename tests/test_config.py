@@ -11,9 +11,18 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_default_profile_maps_every_role_to_a_tiny_local_model():
+def test_default_profile_runs_real_packaged_models_with_a_random_floor():
     config = load_config(DEFAULT_PROFILE)
     assert config.offline is True
+    assert [v.label for v in config.roles.verifier] == ["smollm2-135m", "tiny-s", "gemma3-270m"]
+    for role in ("policy", "proposer", "verifier", "judge"):
+        assert config.roles.get(role).model == "smollm2-135m"
+    assert [m.model for m in config.rollout_models()] == ["smollm2-135m", "gemma3-270m"]
+    assert config.compare.reference == "gemma3-270m"
+
+
+def test_tiny_profile_maps_every_role_to_a_tiny_local_model():
+    config = load_config(DEFAULT_PROFILE.parent / "tiny.yaml")
     assert [v.label for v in config.roles.verifier] == ["tiny-s", "tiny-m", "tiny-l"]
     for role in ("policy", "proposer", "verifier", "judge"):
         assert config.roles.get(role).model.startswith("tiny-")
@@ -81,3 +90,14 @@ def test_missing_role_is_named():
     config = load_config(DEFAULT_PROFILE, ["roles.judge=null"])
     with pytest.raises(ConfigError, match="role 'judge' is not configured"):
         config.roles.get("judge")
+
+
+def test_criterion_length_bounds_are_checked_and_reach_the_schema(tmp_path):
+    from harness.proposer import proposal_type
+    from harness.types import json_schema_of
+
+    with pytest.raises(ConfigError, match="min_criterion_chars must not exceed"):
+        load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=500"])
+    config = load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=25"])
+    item = json_schema_of(proposal_type(config.propose))["$defs"]["Item"]
+    assert item["properties"]["criterion"]["minLength"] == 25

@@ -12,6 +12,7 @@ from harness.metrics import (
     bootstrap_ci,
     fit_length_logistic,
     length_controlled_win_rate,
+    off_topic_accuracy,
     pair_outcome,
     pairwise_accuracy,
     percentile,
@@ -317,6 +318,39 @@ def test_within_prompt_spearman_averages_over_prompts():
     # p1 ranks 1,2,4,3: 1 - 6 * 2 / (4 * 15) = 0.8; p3: -1. Mean (0.8 - 1) / 2 = -0.1.
     assert within_prompt_spearman(reference, predicted) == pytest.approx(-0.1)
     assert within_prompt_spearman({"p": {"a": 1.0, "b": 2.0}}, {"p": {"a": 1.0, "b": 2.0}}) is None
+
+
+@pytest.mark.parametrize(
+    ("on_topic", "off_topic", "expected"),
+    [
+        # every own response above every other prompt's: 1.0
+        ({"p": {"a": 1.0, "b": 0.8}}, {"p": {"x": 0.0, "y": 0.5}}, (4, 1.0, 0, 0)),
+        # a constant reward ties every pair: chance
+        ({"p": {"a": 0.5, "b": 0.5}}, {"p": {"x": 0.5}}, (2, 0.5, 2, 0)),
+        # own below: 0.0; one tie of 4 pairs: 0.5 / 4
+        ({"p": {"a": 0.0, "b": 0.2}}, {"p": {"x": 0.2, "y": 0.9}}, (4, 0.125, 1, 0)),
+        # an unscored side leaves the pair out, counted: a x y is out, b x is out
+        ({"p": {"a": None, "b": 1.0}}, {"p": {"x": None, "y": 0.0}}, (1, 1.0, 0, 3)),
+        # everything unscored: no accuracy, every pair counted
+        ({"p": {"a": None}}, {"p": {"x": None, "y": None}}, (0, None, 0, 2)),
+        # pairs stay within a prompt and pool across prompts: p1 1 of 1, p2 0 of 2
+        (
+            {"p1": {"a": 1.0}, "p2": {"b": 0.0}},
+            {"p1": {"x": 0.0}, "p2": {"y": 1.0, "z": 0.5}},
+            (3, 1 / 3, 0, 0),
+        ),
+        # a prompt with no off-topic responses (the probe off, or one prompt): no pairs
+        ({"p": {"a": 1.0}}, {}, (0, None, 0, 0)),
+        ({}, {}, (0, None, 0, 0)),
+    ],
+)
+def test_off_topic_accuracy(on_topic, off_topic, expected):
+    result = off_topic_accuracy(on_topic, off_topic)
+    n_pairs, accuracy, ties, unscored = expected
+    assert result["n_pairs"] == n_pairs and result["ties"] == ties
+    assert result["unscored"] == unscored
+    assert result["accuracy"] == (None if accuracy is None else pytest.approx(accuracy))
+    json.dumps(result)
 
 
 def test_percentile_interpolates_linearly():

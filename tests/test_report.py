@@ -44,6 +44,9 @@ def draw_png(path: Path, title: str) -> None:
     fig.savefig(path, format="png", dpi=60)
 
 
+OFF_TOPIC = {"qwen3-0.6b": 0.81, "qwen3-1.7b": 0.93, "qwen3-8b": 0.97}
+
+
 def verifier(label: str, params: int | None, reference: bool, scale: float) -> dict:
     metrics = {
         "accuracy": 0.86,
@@ -71,6 +74,11 @@ def verifier(label: str, params: int | None, reference: bool, scale: float) -> d
         "num_verdicts": 12345,
         "num_pairs": 1800,
         "num_tail_pairs": 420,
+        # the probe needs no reference: the reference has its own value, not 1 by definition
+        "off_topic_accuracy": OFF_TOPIC.get(label),
+        "off_topic_pairs": 1600,
+        "off_topic_ties": 12,
+        "off_topic_unscored": 3,
     }
 
 
@@ -374,6 +382,38 @@ def test_unscored_values_read_unscored(tmp_path: Path) -> None:
     assert "None" not in markdown and "nan%" not in markdown
 
 
+def test_off_topic_accuracy_sits_beside_agreement(full, tmp_path: Path) -> None:
+    _, _, paths = full
+    markdown = text_of(paths, "markdown")
+    assert "| RTD pair agr. | off-topic acc |" in markdown
+    assert "| 0.770 | 0.930 |" in markdown  # qwen3-1.7b: RTD, then the probe
+    assert "| 1.000 | 0.970 |" in markdown  # the reference's own probe value
+    assert "| off-topic pairs | off-topic unscored |" in markdown and "| 1,600 | 3 |" in markdown
+    assert "0.5 is random" in markdown and ">off-topic acc</th>" in text_of(paths, "html")
+    summary = full_summary(tmp_path)
+    del summary["verifiers"][0]["off_topic_accuracy"]  # a run from before the probe
+    summary["verifiers"][0]["off_topic_unscored"] = 0
+    summary["verifiers"][1]["off_topic_accuracy"] = None  # every pair unscored
+    markdown = text_of(write_report(tmp_path, summary), "markdown")
+    assert "| 0.693 | n/a |" in markdown and "| 0.770 | unscored |" in markdown
+
+
+def test_the_size_plot_shows_the_probe_against_chance(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from harness.report.plots import _plot_metrics_vs_size
+
+    fig = _plot_metrics_vs_size(full_summary(tmp_path), Figure)
+    (panel,) = [ax for ax in fig.axes if ax.get_title() == "off-topic preference accuracy"]
+    chance = [line for line in panel.get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in chance] == [[0.5, 0.5]]
+    assert "random" in [t.get_text() for t in panel.texts]
+    (series,) = [line for line in panel.get_lines() if line.get_linestyle() == "-"]
+    assert list(series.get_ydata()) == [0.81, 0.93, 0.97]  # the reference is on the line
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+    assert "random (0.5)" in legend
+
+
 def test_missing_plot_file_is_reported_not_fatal(tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
     (tmp_path / "train" / "reward.png").unlink()
@@ -387,6 +427,7 @@ def test_print_summary_shows_the_run(tmp_path: Path) -> None:
     out = console.export_text()
     assert "62.5%" in out and "55.1–69.5%" in out
     assert "qwen3-8b (reference)" in out and "0.813" not in out  # peaks stay in the report
+    assert "topic" in out and "0.970" in out  # the probe, the reference included
     for title in ("Stages", "Pairwise judge", "Verifier comparison", "Refinement", "Training"):
         assert title in out
     assert "Theory: win rate by KL" in out and "Unscored" in out

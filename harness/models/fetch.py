@@ -17,7 +17,7 @@ from harness.models.manifest import WEIGHTS_DIR, folder_name, load_manifest
 
 def fetch_models(names: list[str], role: str | None = None) -> list[Path]:
     if role:
-        names = names + [e.name for e in load_manifest() if role in e.roles]
+        names = names + [e.name for e in load_manifest() if role in e.roles and e.package is None]
     if not names:
         raise ValueError("name at least one model, or --role to take the manifest's choice")
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -24,11 +24,25 @@ class ModelNotFoundError(LookupError):
 
 
 @dataclass(frozen=True)
+class PackageSource:
+    """Where a packaged model's GGUF lies: `distribution:path` parts inside installed PyPI
+    packages, concatenated in order, and the sha256 of the whole file."""
+
+    files: tuple[str, ...]
+    sha256: str
+    chat_template: str | None = None
+    stop_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ManifestEntry:
     name: str
     roles: tuple[str, ...]
     params_b: float
     note: str
+    license: str = ""
+    source: str = ""
+    package: PackageSource | None = None
 
     @property
     def local_dir(self) -> Path:
@@ -44,15 +58,27 @@ def load_manifest(path: Path = MANIFEST_PATH) -> list[ManifestEntry]:
     import yaml
 
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return [
-        ManifestEntry(
-            name=item["name"],
-            roles=tuple(item.get("roles", ())),
-            params_b=float(item.get("params_b", 0.0)),
-            note=item.get("note", ""),
-        )
-        for item in raw.get("models", [])
-    ]
+    return [_entry(item) for item in raw.get("models", [])]
+
+
+def _entry(item: dict) -> ManifestEntry:
+    package = item.get("package")
+    return ManifestEntry(
+        name=item["name"],
+        roles=tuple(item.get("roles", ())),
+        params_b=float(item.get("params_b", 0.0)),
+        note=item.get("note", ""),
+        license=item.get("license", ""),
+        source=item.get("source", ""),
+        package=None
+        if package is None
+        else PackageSource(
+            files=tuple(package["files"]),
+            sha256=package["sha256"],
+            chat_template=package.get("chat_template"),
+            stop_tokens=tuple(package.get("stop_tokens", ())),
+        ),
+    )
 
 
 def local_model_dir(name: str) -> Path | None:

@@ -51,6 +51,7 @@ from harness.report.render import (
 from harness.report.sections import TAIL_TOLERANCE, build_sections, glance_items, pick_verifier
 from harness.report.tables import (
     AGREEMENT_METRICS,
+    PROBE_METRICS,
     THEORY_PATTERNS,
     Block,
     Figure,
@@ -77,6 +78,7 @@ __all__ = [
     "DPI",
     "MIME",
     "NA",
+    "PROBE_METRICS",
     "TAIL_TOLERANCE",
     "THEORY_PATTERNS",
     "UNSCORED",

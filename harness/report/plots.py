@@ -11,8 +11,9 @@ from typing import Any
 
 from harness.jsonl import write_bytes_atomic
 from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
-from harness.report.tables import AGREEMENT_METRICS, _verifiers
+from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS, _verifiers
 
+CHANCE = 0.5  # a probe's value for a verifier that guesses
 REPORT_MODE = 0o644  # the report is meant to be shared: readable by all, unlike run records
 
 DPI = 110
@@ -53,7 +54,9 @@ def _size_axis(verifiers: list[dict]) -> tuple[list[float], str, bool]:
 def _plot_metrics_vs_size(summary: dict, figure_type: type) -> Any:
     verifiers = _verifiers(summary)
     metrics = [
-        (k, t) for k, t in AGREEMENT_METRICS if any(_real(v.get(k)) is not None for v in verifiers)
+        (k, t)
+        for k, t in (*AGREEMENT_METRICS, *PROBE_METRICS)
+        if any(_real(v.get(k)) is not None for v in verifiers)
     ]
     if not metrics:
         return None
@@ -66,30 +69,44 @@ def _plot_metrics_vs_size(summary: dict, figure_type: type) -> Any:
         _metric_panel(ax, verifiers, xs, key, title, log)
     for ax in axes[len(metrics) :]:
         ax.set_axis_off()
-    handles = [
-        axes[0].plot([], [], "o-", color="C0", label="verifier")[0],
-        axes[0].plot([], [], "o", mfc="none", color="C3", label="reference (1 by definition)")[0],
-    ]
-    axes[len(metrics)].legend(handles=handles, loc="center", frameon=False, fontsize=8)
+    probed = any(k in dict(PROBE_METRICS) for k, _ in metrics)
+    _size_legend(axes[0], axes[len(metrics)], probed)
     ref = summary.get("reference") if isinstance(summary.get("reference"), dict) else {}
-    fig.suptitle(f"Verifier agreement with the reference ({fmt_text(ref.get('label'))}) by size")
+    title = f"Verifier agreement with the reference ({fmt_text(ref.get('label'))})"
+    fig.suptitle(title + (" and off-topic preference" if probed else "") + " by size")
     fig.supxlabel(xlabel, fontsize=9)
-    fig.supylabel("agreement (unitless)", fontsize=9)
+    ylabel = "agreement or accuracy (unitless)" if probed else "agreement (unitless)"
+    fig.supylabel(ylabel, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _size_legend(ax: Any, legend_ax: Any, probed: bool) -> None:
+    handles = [
+        ax.plot([], [], "o-", color="C0", label="verifier")[0],
+        ax.plot([], [], "o", mfc="none", color="C3", label="reference (1 by definition)")[0],
+    ]
+    if probed:
+        handles.append(ax.plot([], [], "--", color="grey", label="random (0.5)")[0])
+    legend_ax.legend(handles=handles, loc="center", frameon=False, fontsize=8)
 
 
 def _metric_panel(
     ax: Any, verifiers: list[dict], xs: list[float], key: str, title: str, log: bool
 ) -> None:
+    """One metric against size. A probe has no reference: every verifier, the reference
+    included, is a point on the line, and a dashed line marks chance."""
+    probe = key in dict(PROBE_METRICS)
     points = sorted(
         (x, _real(v.get(key)), v) for x, v in zip(xs, verifiers) if _real(v.get(key)) is not None
     )
-    line = [(x, y) for x, y, v in points if not v.get("reference")]
+    line = [(x, y) for x, y, v in points if probe or not v.get("reference")]
     if line:
         ax.plot(*zip(*line), "o-", color="C0", markersize=4)
+    if probe:
+        _chance_line(ax)
     for x, y, v in points:
-        if v.get("reference"):
+        if v.get("reference") and not probe:
             ax.plot([x], [y], "o", mfc="none", color="C3", markersize=6)
         ax.annotate(
             fmt_text(v.get("label")), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6
@@ -99,6 +116,13 @@ def _metric_panel(
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     _format_size_axis(ax, verifiers, xs, log)
+
+
+def _chance_line(ax: Any) -> None:
+    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1)
+    # x in axes fraction, y in data: the label sits at the left end of the line
+    transform = ax.get_yaxis_transform()
+    ax.text(0.02, CHANCE, "random", transform=transform, fontsize=6, color="grey", va="bottom")
 
 
 def _format_size_axis(ax: Any, verifiers: list[dict], xs: list[float], log: bool) -> None:

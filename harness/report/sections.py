@@ -165,14 +165,19 @@ def _verifier_section(summary: dict) -> Section:
         [
             f"Agreement metrics are {reference}; a reference verifier agrees with itself by "
             "definition. Tail pairwise accuracy counts only pairs from the high-reward tail, "
-            "where the paper finds reward errors do their damage. Unscored verdicts are left "
-            "out of every metric.",
+            "where the paper finds reward errors do their damage. Off-topic accuracy needs "
+            "no reference: the share of pairs in which a verifier's reward ranks a prompt's "
+            "own response above another prompt's response shown under the same rubric (ties "
+            "count half; 0.5 is random). Unscored verdicts are left out of every metric.",
             agreement,
             verifier_speed_table(summary),
             *_figures(
                 summary,
                 [
-                    ("verifier_metrics_vs_size", "Agreement with the reference against size"),
+                    (
+                        "verifier_metrics_vs_size",
+                        "Agreement with the reference, and off-topic accuracy, against size",
+                    ),
                     ("verifier_accuracy_vs_throughput", "Balanced accuracy against throughput"),
                 ],
                 "verifier",

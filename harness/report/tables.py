@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from harness.report.format import (
     NA,
+    UNSCORED,
     _fmt,
     _real,
     fmt_bool,
@@ -34,6 +35,8 @@ AGREEMENT_METRICS = (
     ("rtd_pair_agreement", "RTD pair agreement"),
     ("spearman", "Spearman rho"),
 )
+# Probes a verifier is measured on by itself, with no reference; 0.5 is chance.
+PROBE_METRICS = (("off_topic_accuracy", "off-topic preference accuracy"),)
 THEORY_PATTERNS = (
     "Correct",
     "Reversed",
@@ -174,16 +177,25 @@ def pairwise_table(summary: dict) -> Table | None:
     return Table(["", "value"], rows, "lr")
 
 
+def fmt_off_topic(verifier: dict) -> str:
+    """The probe's accuracy: "unscored" when its pairs were, "n/a" when it had none (the
+    probe off, a single prompt, or a run from before the probe)."""
+    missing = UNSCORED if _real(verifier.get("off_topic_unscored")) else NA
+    return fmt_metric(verifier.get("off_topic_accuracy"), missing=missing)
+
+
 def verifier_agreement_table(summary: dict) -> Table | None:
     verifiers = _verifiers(summary)
     if not verifiers:
         return None
     headers = ["verifier", "params", "accuracy", "balanced acc", "kappa", "F1 yes", "F1 no"]
-    headers += ["Spearman", "pairwise acc", "tail pairwise acc", "RTD pair agr."]
+    headers += ["Spearman", "pairwise acc", "tail pairwise acc", "RTD pair agr.", "off-topic acc"]
     keys = ["accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no", "spearman"]
     keys += ["pairwise_accuracy", "tail_pairwise_accuracy", "rtd_pair_agreement"]
     rows = [
-        [_label(v), fmt_params(v.get("params"))] + [fmt_metric(v.get(k)) for k in keys]
+        [_label(v), fmt_params(v.get("params"))]
+        + [fmt_metric(v.get(k)) for k in keys]
+        + [fmt_off_topic(v)]
         for v in verifiers
     ]
     return Table(headers, rows, "l" + "r" * (len(headers) - 1))
@@ -193,12 +205,14 @@ def verifier_speed_table(summary: dict) -> Table | None:
     verifiers = _verifiers(summary)
     if not verifiers:
         return None
-    headers = ["verifier", "model", "verdicts", "unscored", "pairs", "tail pairs", "criteria/s"]
-    headers += ["tokens/s", "p50 latency (s)", "p95 latency (s)", "peak memory"]
+    headers = ["verifier", "model", "verdicts", "unscored", "pairs", "tail pairs"]
+    headers += ["off-topic pairs", "off-topic unscored", "criteria/s", "tokens/s"]
+    headers += ["p50 latency (s)", "p95 latency (s)", "peak memory"]
+    counts = ("num_pairs", "num_tail_pairs", "off_topic_pairs", "off_topic_unscored")
     rows = [
         [_label(v), fmt_text(v.get("model")), fmt_number(v.get("num_verdicts"))]
         + [fmt_pct(v.get("unscored_rate"), missing=NA)]
-        + [fmt_number(v.get(k)) for k in ("num_pairs", "num_tail_pairs")]
+        + [fmt_number(v.get(k)) for k in counts]
         + [fmt_rate(v.get(k)) for k in ("criteria_per_s", "tokens_per_s")]
         + [fmt_latency(v.get(k)) for k in ("latency_p50_s", "latency_p95_s")]
         + [fmt_memory(v.get("peak_memory_mb"))]
@@ -213,10 +227,11 @@ def verifier_compact_table(summary: dict) -> Table | None:
     if not verifiers:
         return None
     headers = ["verifier", "params", "bal. acc", "kappa", "pairwise", "tail pairwise", "RTD"]
-    headers += ["unscored", "criteria/s", "p95 (s)"]
+    headers += ["off topic", "unscored", "criteria/s", "p95 (s)"]  # "off topic" wraps
     rows = [
         [_label(v), fmt_params(v.get("params"))]
         + [fmt_metric(v.get(k)) for k, _ in AGREEMENT_METRICS if k not in ("accuracy", "spearman")]
+        + [fmt_off_topic(v)]
         + [fmt_pct(v.get("unscored_rate"), missing=NA), fmt_rate(v.get("criteria_per_s"))]
         + [fmt_latency(v.get("latency_p95_s"))]
         for v in verifiers

@@ -18,7 +18,7 @@ from harness.config import RoleConfig
 from harness.roles import Role
 from harness.types import Sampling
 
-from ..conftest import CRITERION_IDS, pid_alive, verdict_requests
+from ..conftest import CRITERION_IDS, assert_all_verdicts, pid_alive, verdict_requests
 
 pytestmark = pytest.mark.integration
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
@@ -27,17 +27,6 @@ CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
 def role_config(backend: str, **fields) -> RoleConfig:
     fields = {"engine": CPU_ENGINE, "sampling": Sampling(max_tokens=256), **fields}
     return RoleConfig(backend=backend, model="tiny-s", **fields)
-
-
-def assert_all_verdicts(completions, num: int) -> None:
-    assert len(completions) == num
-    assert [c.error for c in completions] == [None] * num
-    assert {c.finish_reason for c in completions} == {"stop"}
-    for completion in completions:
-        assert set(completion.parsed) == set(CRITERION_IDS)
-        assert set(completion.parsed.values()) <= {"yes", "no"}
-        assert json.loads(completion.text) == completion.parsed
-    assert len({c.text for c in completions}) > 1, "samples should differ by seed"
 
 
 @pytest.fixture(scope="module")

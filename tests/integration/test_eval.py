@@ -1,6 +1,7 @@
-"""`harness eval` end to end on the smallest profile (configs/ci.yaml): every stage with real
-tiny models (vLLM engines, grammars, GRPO steps, a LoRA engine for the trained policy), the
-report written from real runs, and a rerun that resumes without calling a model again."""
+"""`harness eval` end to end on the smallest profile (configs/ci.yaml): every stage with a real
+model (SmolLM2) beside a random tiny one (vLLM engines, grammars, GRPO steps, a LoRA engine for
+the trained policy), the report written from real runs, and a rerun that resumes without
+calling a model again."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def harness(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_models, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def evaluated(
+    tiny_models, real_models, tmp_path_factory
+) -> tuple[Path, subprocess.CompletedProcess]:
     runs = tmp_path_factory.mktemp("eval")
     result = harness("eval", "-c", "configs/ci.yaml", "--set", f"runs_dir={runs}")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -47,8 +50,9 @@ def test_every_stage_ran_and_the_summary_is_filled(evaluated):
     assert pairwise["ci95"][0] <= pairwise["win_rate"] <= pairwise["ci95"][1]
 
     verifiers = {v["label"]: v for v in summary["verifiers"]}
-    assert set(verifiers) == {"tiny-s", "tiny-m"}
-    assert verifiers["tiny-m"]["reference"] and verifiers["tiny-m"]["accuracy"] == 1.0
+    assert set(verifiers) == {"tiny-s", "smollm2-135m"}
+    assert verifiers["smollm2-135m"]["reference"] and verifiers["smollm2-135m"]["accuracy"] == 1.0
+    assert verifiers["smollm2-135m"]["params"] == 134_515_008
     small = verifiers["tiny-s"]
     assert small["params"] == 623_744 and small["num_verdicts"] > 0
     assert small["criteria_per_s"] > 0 and small["latency_p95_s"] >= small["latency_p50_s"]
@@ -61,6 +65,22 @@ def test_every_stage_ran_and_the_summary_is_filled(evaluated):
     assert set(summary["unscored"]) >= {"rollouts", "propose", "refine", "verify", "compare",
                                         "train", "judge"}  # fmt: skip
     assert "report" in result.stderr and str(run_dir / "report.html") in result.stderr
+
+
+def english_share(text: str) -> float:
+    letters = sum(c.isascii() and (c.isalpha() or c.isspace()) for c in text)
+    return letters / max(len(text), 1)
+
+
+def test_real_model_answers_and_rubrics_are_english_text(evaluated):
+    run_dir, _ = evaluated
+    rows = [json.loads(line) for line in (run_dir / "candidates.jsonl").open()]
+    real = [r["text"] for r in rows if r["model"] == "smollm2-135m"]
+    assert len(real) == 6 and all(len(t.split()) >= 5 for t in real)
+    assert sum(english_share(t) > 0.8 for t in real) >= 5, real
+    rubrics = [json.loads(line) for line in (run_dir / "rubrics.jsonl").open()]
+    criteria = [c["text"] for r in rubrics for c in r["criteria"]]
+    assert criteria and sum(english_share(t) > 0.8 for t in criteria) >= 0.8 * len(criteria)
 
 
 def test_the_html_report_is_self_contained(evaluated):

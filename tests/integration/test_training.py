@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.models.manifest import PROJECT_ROOT
-from harness.training import train
+from harness.config import ConfigError, load_config
+from harness.models.manifest import PROJECT_ROOT, resolve_model
+from harness.training import train, vllm_cpu_engine_dtype, vllm_generation_refusal
 
 from ..conftest import pid_alive
 
@@ -86,10 +86,36 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_models, tmp_pa
     assert [r["step"] for r in rows(train_dir / "rewards.jsonl")] == list(range(1, 61))
 
 
+def vllm_keeps_a_linear_weight(dtype: str) -> bool:
+    """vLLM's own answer: does its CPU GEMM dispatch leave a loaded linear weight in place?"""
+    import torch
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    layer = torch.nn.Module()
+    weight = torch.zeros(256, 128, dtype=getattr(torch, dtype))  # a tiny-s qkv_proj
+    layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+    dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+    return layer.weight.numel() > 0
+
+
 def test_policy_rollouts_in_vllm_colocate_mode(tiny_models, tmp_path):
+    """Where vllm-cpu drops its weights after loading (AVX-512/AMX CPUs), TRL could not sync
+    the trained weights into the engine: the run is refused up front, and vLLM itself must
+    agree that it drops them. Everywhere else the rollouts run."""
     config = load_config(LEARNABLE, [f"runs_dir={tmp_path}", "train.generation=vllm",
                                      "train.max_steps=2", "train.save_steps=2",
                                      "train.trl={vllm_max_model_length: 1024}"])  # fmt: skip
+    policy = resolve_model(config.roles.get("policy").model, offline=True)
+    if vllm_generation_refusal(policy) is not None:
+        assert not vllm_keeps_a_linear_weight(vllm_cpu_engine_dtype(policy))
+        with pytest.raises(ConfigError) as refusal:
+            train(config)
+        message = str(refusal.value)
+        assert "vllm-cpu packs" in message and "AVX-512/AMX" in message
+        assert "cannot be synced into the engine" in message
+        assert "train.generation: transformers" in message and "GPU" in message
+        assert not (config.run_dir / "train").exists()  # refused before anything started
+        return
     result = train(config)
     assert result.steps == 2
     assert result.adapter_weights_changed and result.base_weights_unchanged
