@@ -9,6 +9,7 @@ happens here, so `harness --help` stays instant.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +104,22 @@ class ProposeConfig(StrictModel):
     min_criteria: int = Field(3, ge=1)
     max_criteria: int = Field(20, ge=1, le=100)
     min_criterion_chars: int = Field(1, ge=1, description="e.g. 20: sentences, not labels")
+    criterion_pattern: str | None = Field(
+        None,
+        description="a regex every criterion must match, enforced by the grammar; it replaces "
+        "the length bounds, so it carries its own (e.g. `^The response [^_{}]{20,120}$`)",
+    )
     max_criterion_chars: int = Field(300, ge=20)
+
+    @field_validator("criterion_pattern")
+    @classmethod
+    def _a_regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from None
+        return pattern
 
 
 class VerifyConfig(StrictModel):
@@ -211,6 +227,12 @@ class HarnessConfig(StrictModel):
         if self.propose.min_criterion_chars > self.propose.max_criterion_chars:
             raise ValueError(
                 "propose.min_criterion_chars must not exceed propose.max_criterion_chars"
+            )
+        lengths = {"min_criterion_chars", "max_criterion_chars"} & self.propose.model_fields_set
+        if self.propose.criterion_pattern and lengths:
+            raise ValueError(
+                f"propose.criterion_pattern replaces propose.{sorted(lengths)[0]} (grammar "
+                "engines cannot combine both): put the length into the pattern, e.g. {20,120}"
             )
         return self
 

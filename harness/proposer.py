@@ -41,11 +41,16 @@ class ProposedCriterion(BaseModel):
 
 
 def proposal_type(settings: ProposeConfig) -> type[RootModel[Any]]:
-    """The proposer's answer type: a list of criteria within the configured bounds."""
-    text = Annotated[
-        str,
-        Field(min_length=settings.min_criterion_chars, max_length=settings.max_criterion_chars),
-    ]
+    """The proposer's answer type: a list of criteria within the configured bounds. With
+    `criterion_pattern` the pattern alone bounds a criterion's text (grammar engines cannot
+    combine a pattern with length bounds; the pattern carries its own, e.g. `{20,120}`)."""
+    bounds = (
+        {"pattern": settings.criterion_pattern}
+        if settings.criterion_pattern
+        else {"min_length": settings.min_criterion_chars,
+              "max_length": settings.max_criterion_chars}
+    )  # fmt: skip
+    text = Annotated[str, Field(**bounds)]
 
     class Item(ProposedCriterion):
         criterion: text  # type: ignore[valid-type]
@@ -119,9 +124,14 @@ def refine_request(
 
 
 def criteria_from(parsed: list[dict[str, Any]]) -> tuple[Criterion, ...]:
+    """The criteria of a parsed answer; a criterion repeated word for word is kept once (a
+    rubric that lists it twice would punish one mistake twice)."""
+    unique: dict[str, dict[str, Any]] = {}
+    for item in parsed:
+        unique.setdefault(_norm(item["criterion"]), item)
     return tuple(
         Criterion(id=f"c{i}", text=item["criterion"].strip() or "(empty)", weight=item["weight"])
-        for i, item in enumerate(parsed, start=1)
+        for i, item in enumerate(unique.values(), start=1)
     )
 
 

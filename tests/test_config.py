@@ -4,6 +4,8 @@ import pytest
 
 from harness.config import DEFAULT_PROFILE, ConfigError, dump_config, load_config
 
+TINY_PROFILE = DEFAULT_PROFILE.parent / "tiny.yaml"
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "profile.yaml"
@@ -98,6 +100,17 @@ def test_criterion_length_bounds_are_checked_and_reach_the_schema(tmp_path):
 
     with pytest.raises(ConfigError, match="min_criterion_chars must not exceed"):
         load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=500"])
+    with pytest.raises(ConfigError, match=r"propose.criterion_pattern: .*not a regular expression"):
+        load_config(DEFAULT_PROFILE, ["propose.criterion_pattern=(unclosed"])
     config = load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=25"])
     item = json_schema_of(proposal_type(config.propose))["$defs"]["Item"]
     assert item["properties"]["criterion"]["minLength"] == 25
+    with pytest.raises(
+        ConfigError, match=r"criterion_pattern replaces propose\.m(in|ax)_criterion_chars"
+    ):
+        load_config(
+            TINY_PROFILE, ["propose.min_criterion_chars=25", "propose.criterion_pattern=^T"]
+        )
+    config = load_config(write(tmp_path, "propose: {criterion_pattern: '^The [a-z]{5,40}$'}"))
+    item = json_schema_of(proposal_type(config.propose))["$defs"]["Item"]
+    assert item["properties"]["criterion"] == {"pattern": "^The [a-z]{5,40}$", "type": "string"}

@@ -177,3 +177,15 @@ def test_verifier_failures_become_unscored_never_no(context, mode):
     assert [v.met for v in verdicts] == [None, None]
     assert all(v.unscored_reason for v in verdicts)
     assert len(backend.calls) == 2 * (1 if mode == "all" else 2)
+
+
+def test_a_criterion_repeated_word_for_word_is_kept_once():
+    from harness.proposer import criteria_from
+
+    parsed = [{"criterion": "Says A.", "weight": 1}, {"criterion": " says  a. ", "weight": 3},
+              {"criterion": "Says B.", "weight": 2}]  # fmt: skip
+    criteria = criteria_from(parsed)
+    assert [(c.id, c.text, c.weight) for c in criteria] == [
+        ("c1", "Says A.", 1),
+        ("c2", "Says B.", 2),
+    ]

@@ -149,12 +149,20 @@ class VLLMEngineBackend(Backend):
         progress = functools.partial(_ProgressBridge, advance=advance) if advance else False
         started = time.perf_counter()
         adapters = [self._lora_request(r) for r in requests]
-        outputs = self.llm.chat(
-            [plain_messages(r) for r in requests],
-            [self._sampling_params(r) for r in requests],
-            use_tqdm=progress,
-            lora_request=adapters if any(adapters) else None,
-        )
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            outputs = self.llm.chat(
+                [plain_messages(r) for r in requests],
+                [self._sampling_params(r) for r in requests],
+                use_tqdm=progress,
+                lora_request=adapters if any(adapters) else None,
+            )
+        except VLLMValidationError as error:  # every request of a batch shares its schema
+            raise BackendError(
+                f"role {self.role!r}: the engine refused the request ({error}); with a JSON "
+                "schema, another `grammar:` (xgrammar, guidance, outlines) may accept it"
+            ) from None
         batch_latency = time.perf_counter() - started
         return [self._completion(o, _request_latency(o, batch_latency)) for o in outputs]
 

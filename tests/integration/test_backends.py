@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends import RunContext, create_backend
+from harness.backends.base import BackendError
 from harness.config import RoleConfig
 from harness.roles import Role
 from harness.types import Sampling
@@ -47,6 +48,10 @@ def test_vllm_engine_answers_100_constrained_requests(tiny_models, context):
         )
         [with_logprobs] = backend.generate([logprob_request])
         assert len(with_logprobs.logprobs) == with_logprobs.completion_tokens
+        unsupported = verdict_requests(1)[0].model_copy(update={"json_schema": {
+            "type": "string", "pattern": "^a+$", "minLength": 2}})  # fmt: skip
+        with pytest.raises(BackendError, match="another `grammar:`"):
+            backend.generate([unsupported])
     finally:
         backend.close()
 

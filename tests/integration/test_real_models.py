@@ -97,30 +97,18 @@ def test_constrained_verdicts_from_a_real_model(real_models, context, model, bac
         requests = verdict_requests(12, temperature=0.0)
         completions = Role("verifier", verifier.config, verifier).generate(requests)
         assert_all_verdicts(completions, 12, distinct=False)
-        plain = ChatRequest(
-            messages=(ChatMessage(role="user", content="What is the capital of France?"),),
-            sampling=Sampling(temperature=0.0, max_tokens=64),
-            id="plain",
-        )
-        [answer] = verifier.generate([plain])
-        assert answer.error is None and answer.text.strip()
-    finally:
-        verifier.close()
-
-
-def test_smollm2_answers_in_english_and_ends_at_eos(real_models, context):
-    policy = create_backend("policy", real_role("smollm2-135m", "vllm"), context)
-    try:
         question = ChatRequest(
             messages=(ChatMessage(role="user", content="Name three colours."),),
             sampling=Sampling(temperature=0.0, max_tokens=200),
             id="colours",
         )
-        [answer] = policy.generate([question])
+        [answer] = verifier.generate([question])
     finally:
-        policy.close()
-    assert answer.finish_reason == "stop", answer.text
-    assert any(c in answer.text.lower() for c in ("red", "blue", "green", "yellow"))
+        verifier.close()
+    assert answer.error is None and answer.text.strip()
+    if model == "smollm2-135m":  # the instruct model answers and ends its turn by itself
+        assert answer.finish_reason == "stop", answer.text
+        assert any(c in answer.text.lower() for c in ("red", "blue", "green", "yellow"))
 
 
 def test_one_lora_grpo_step_on_smollm2(real_models, tiny_models, tmp_path):
