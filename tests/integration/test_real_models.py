@@ -116,11 +116,11 @@ def test_one_lora_grpo_step_on_smollm2(real_models, tiny_models, tmp_path):
         PROJECT_ROOT / "configs" / "train-tiny.yaml",
         [f"runs_dir={tmp_path}", "run_name=smollm2", f"train.rubrics={KEYWORD_RUBRICS}",
          "roles.policy.model=smollm2-135m", "roles.verifier.backend=vllm",
-         "train.max_steps=1", "train.num_generations=2", "train.per_device_train_batch_size=2",
+         "train.max_steps=1", "train.num_generations=4", "train.per_device_train_batch_size=4",
          "train.max_completion_length=16", "train.learning_rate=0.001", "train.save_steps=1"],
     )  # fmt: skip
     result = train(config)
     assert result.steps == 1
     assert result.adapter_weights_changed and result.base_weights_unchanged
     [call] = [json.loads(line) for line in (result.train_dir / "rewards.jsonl").open()]
-    assert call["num_completions"] == 2 and call["unscored_verdicts"] == 0
+    assert call["num_completions"] == 4 and call["unscored_verdicts"] == 0
