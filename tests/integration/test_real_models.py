@@ -117,7 +117,8 @@ def test_one_lora_grpo_step_on_smollm2(real_models, tiny_models, tmp_path):
         [f"runs_dir={tmp_path}", "run_name=smollm2", f"train.rubrics={KEYWORD_RUBRICS}",
          "roles.policy.model=smollm2-135m", "roles.verifier.backend=vllm",
          "train.max_steps=1", "train.num_generations=4", "train.per_device_train_batch_size=4",
-         "train.max_completion_length=16", "train.learning_rate=0.001", "train.save_steps=1"],
+         "train.max_completion_length=16", "train.learning_rate=0.001", "train.save_steps=1",
+         "train.warmup_ratio=0"],  # a warm-up would make the one step's learning rate 0
     )  # fmt: skip
     result = train(config)
     assert result.steps == 1
