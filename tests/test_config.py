@@ -99,10 +99,10 @@ def test_criterion_length_bounds_are_checked_and_reach_the_schema(tmp_path):
     from harness.types import json_schema_of
 
     with pytest.raises(ConfigError, match="min_criterion_chars must not exceed"):
-        load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=500"])
+        load_config(TINY_PROFILE, ["propose.min_criterion_chars=500"])
     with pytest.raises(ConfigError, match=r"propose.criterion_pattern: .*not a regular expression"):
-        load_config(DEFAULT_PROFILE, ["propose.criterion_pattern=(unclosed"])
-    config = load_config(DEFAULT_PROFILE, ["propose.min_criterion_chars=25"])
+        load_config(TINY_PROFILE, ["propose.criterion_pattern=(unclosed"])
+    config = load_config(TINY_PROFILE, ["propose.min_criterion_chars=25"])
     item = json_schema_of(proposal_type(config.propose))["$defs"]["Item"]
     assert item["properties"]["criterion"]["minLength"] == 25
     with pytest.raises(
