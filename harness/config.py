@@ -287,6 +287,9 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Ha
 def dump_config(config: HarnessConfig) -> str:
     """The resolved profile as YAML (the env var name of an API key, never its value)."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if config.propose.criterion_pattern:
+        for replaced in ("min_criterion_chars", "max_criterion_chars"):
+            data["propose"].pop(replaced)
     return yaml.safe_dump(data, sort_keys=False)
 
 

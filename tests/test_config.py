@@ -88,6 +88,15 @@ def test_resolved_config_holds_the_key_variable_never_the_key(tmp_path, monkeypa
     assert "sk-do-not-write-me" not in dumped
 
 
+@pytest.mark.parametrize(
+    "profile", sorted(DEFAULT_PROFILE.parent.glob("*.yaml")), ids=lambda path: path.stem
+)
+def test_the_config_a_run_saves_loads_back_unchanged(profile, tmp_path):
+    config = load_config(profile)
+    saved = write(tmp_path, dump_config(config))
+    assert load_config(saved) == config
+
+
 def test_missing_role_is_named():
     config = load_config(DEFAULT_PROFILE, ["roles.judge=null"])
     with pytest.raises(ConfigError, match="role 'judge' is not configured"):
