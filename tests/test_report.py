@@ -340,6 +340,18 @@ def test_pick_verifier_ignores_the_reference(tails: list, expected: str, tmp_pat
     assert pick_verifier(summary)[0]["label"] == expected
 
 
+def test_at_a_glance_without_tail_pairs_gives_the_off_topic_probe(tmp_path: Path) -> None:
+    summary = full_summary(tmp_path)
+    for v in summary["verifiers"]:
+        v["tail_pairwise_accuracy"] = None
+        v["num_tail_pairs"] = 0
+    markdown = text_of(write_report(tmp_path, summary), "markdown")
+    glance = markdown.split("## At a glance")[1].split("##")[0]
+    assert "no high-reward tail pairs in this run" in glance
+    assert "off-topic preference accuracy qwen3-0.6b " in glance
+    assert "Not run" not in glance.split("**Verifier**")[1].split("\n")[0]
+
+
 def test_text_from_the_summary_is_escaped(tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
     summary["verifiers"][1]["label"] = "<script>alert('x')</script>"

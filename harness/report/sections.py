@@ -75,7 +75,7 @@ def pick_verifier(summary: dict) -> tuple[dict, dict] | None:
 def _glance_verifier(summary: dict) -> str:
     picked = pick_verifier(summary)
     if picked is None:
-        return _absent(summary, ("compare",), "verifier comparison").text
+        return _glance_without_tail(summary)
     smallest, best = picked
     text = (
         f"{fmt_text(smallest.get('label'))} ({fmt_params(smallest.get('params'))} params), "
@@ -87,6 +87,22 @@ def _glance_verifier(summary: dict) -> str:
             f"{fmt_metric(best.get('tail_pairwise_accuracy'))})"
         )
     return text + f"; {_reference_text(summary)}"
+
+
+def _glance_without_tail(summary: dict) -> str:
+    """A comparison that ran without high-reward tail pairs (small data): the off-topic probe
+    is the number it has."""
+    compared = [v for v in _verifiers(summary) if not v.get("reference")]
+    if not compared:
+        return _absent(summary, ("compare",), "verifier comparison").text
+    probe = ", ".join(
+        f"{fmt_text(v.get('label'))} {fmt_metric(v.get('off_topic_accuracy'))}"
+        for v in _verifiers(summary)
+    )
+    return (
+        f"{len(compared)} compared, no high-reward tail pairs in this run (no tail accuracy); "
+        f"off-topic preference accuracy {probe} (random 0.500); {_reference_text(summary)}"
+    )
 
 
 def _reference_text(summary: dict) -> str:
