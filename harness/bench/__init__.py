@@ -3,58 +3,75 @@
 Measures (1) the engine ceiling: the raw vLLM engine generating the exact token sequences the
 harness sent, no harness code in between; (2) verifier layouts on the same (prompt, response,
 rubric) set: the paper's (rubric after the response, free-form JSON, regex parsing) and ours
-(`all`, `each`, `compact`); (3) the cost of each grammar engine against unconstrained decoding
-of the same lengths; (4) criteria per second at growing batch sizes; (5) the share of a LoRA
-GRPO step spent in generation, verification and the update. The workload is deterministic:
-the profile's prompts, responses drawn from the project's corpus, a 20-criterion rubric per
+(`all`, `each`, `compact`), and how far the verdicts of `compact` and `each` agree with
+`all`'s; (3) the cost of each grammar engine against unconstrained decoding of the same
+lengths; (4) criteria per second at growing batch sizes; (5) the share of a LoRA GRPO step
+spent in generation, verification and the update. The workload is deterministic: the
+profile's prompts, responses drawn from the project's corpus, a 20-criterion rubric per
 prompt. The completion cache is bypassed, so every request reaches the engine, and the prefix
 cache is emptied before each measurement, so none borrows another's.
 
-Writes `OUT_DIR/bench.json` (engine_ceiling, layouts, grammar, scaling, train_step_split,
-machine, goals, workload) and prints the tables. `configs/bench.yaml` is the tiny CPU profile;
-on a GPU workstation point it at a profile with a real verifier.
+Every compared pair is measured side by side in interleaved rounds (`harness.bench.rounds`):
+each ratio is computed within its round and quoted as the median of the rounds with its
+min-max, so a shared machine's drift moves both sides of a ratio alike.
+
+Writes `OUT_DIR/bench.json` (ratios, engine_ceiling, layouts, agreement, grammar, scaling,
+train_step_split, machine, goals, workload) and prints the tables. `configs/bench.yaml`
+measures SmolLM2-135M; `--smoke` runs every code path on the tiny model.
 
     harness bench -c configs/bench.yaml [--smoke]
+    python -m harness.bench A/bench.json B/bench.json   # do two runs agree within 10%?
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness.backends import RunContext
-from harness.bench.engine import Engine, Recorder, fastest
-from harness.bench.goals import compute_goals
+from harness.bench.engine import Engine, Recorder
+from harness.bench.goals import RATE_RATIOS, compute_agreement, compute_goals, compute_ratios
 from harness.bench.measure import (
     LAYOUTS,
-    measure_ceiling,
+    ROUND_STEPS,
+    layout_entry,
     measure_grammar,
     measure_layout,
-    measure_layouts,
     measure_scaling,
     measure_train_split,
     measure_transformers,
+    measure_verifier,
+    raw_entry,
+    raw_run,
+    round_steps,
     token_prompts,
 )
+from harness.bench.rounds import compare_ratios, per_round, run_rounds, summarize
 from harness.bench.tables import print_bench
 from harness.bench.workload import (
     CORPUS,
     CRITERIA,
     FULL,
+    FULL_GPU,
     OUR_MODES,
     PAPER_LAYOUT,
     PAPER_PAIR,
     RESPONSE_SENTENCES,
     RUBRIC_MODES,
     SMOKE,
+    SMOKE_MODEL,
     SMOKE_SKIP,
+    SMOKE_TEMPERATURE,
     BenchSize,
     bench_rubric,
+    bench_size,
     build_jobs,
     paper_request,
     parse_paper_answer,
+    workload_fingerprint,
 )
 from harness.config import ConfigError, HarnessConfig, RoleConfig
 from harness.jsonl import write_atomic
@@ -65,51 +82,73 @@ __all__ = [
     "CORPUS",
     "CRITERIA",
     "FULL",
+    "FULL_GPU",
     "LAYOUTS",
     "OUR_MODES",
     "PAPER_LAYOUT",
     "PAPER_PAIR",
+    "RATE_RATIOS",
     "RESPONSE_SENTENCES",
+    "ROUND_STEPS",
     "RUBRIC_MODES",
     "SMOKE",
+    "SMOKE_MODEL",
     "SMOKE_SKIP",
+    "SMOKE_TEMPERATURE",
     "BenchSize",
     "Engine",
     "Recorder",
     "bench_rubric",
+    "bench_size",
     "bench_verifier",
     "build_jobs",
+    "ceiling_modes",
+    "compare_ratios",
+    "compute_agreement",
     "compute_goals",
-    "fastest",
+    "compute_ratios",
+    "layout_entry",
     "machine_info",
-    "measure_ceiling",
     "measure_grammar",
     "measure_layout",
-    "measure_layouts",
     "measure_scaling",
     "measure_train_split",
     "measure_transformers",
+    "measure_verifier",
     "paper_request",
     "parse_paper_answer",
+    "per_round",
     "print_bench",
+    "raw_entry",
+    "raw_run",
+    "round_steps",
     "run_bench",
+    "run_rounds",
+    "summarize",
     "token_prompts",
+    "workload_fingerprint",
 ]
 
 
 # --- the whole run ---
 
 
-def bench_verifier(config: HarnessConfig) -> RoleConfig:
+def bench_verifier(config: HarnessConfig, smoke: bool = False) -> RoleConfig:
     """The profile's first verifier, served by the in-process engine (the bench reads the
-    engine's own counters, so a server or a remote API cannot be measured)."""
+    engine's own counters, so a server or a remote API cannot be measured). A smoke run
+    swaps its model for `SMOKE_MODEL` (tiny, sampled verdicts) and keeps its engine options."""
     verifier = config.verifier()
     if verifier.backend not in ("vllm", "vllm-server"):
         raise ConfigError(
             f"harness bench measures a vLLM engine: the first verifier ({verifier.label}) uses "
             f"backend {verifier.backend!r}; use a profile whose verifier is vllm or vllm-server"
         )
-    return verifier.model_copy(update={"backend": "vllm"})
+    verifier = verifier.model_copy(update={"backend": "vllm"})
+    if smoke:
+        sampling = verifier.sampling.model_copy(update={"temperature": SMOKE_TEMPERATURE})
+        update = {"name": SMOKE_MODEL, "model": SMOKE_MODEL, "sampling": sampling}
+        verifier = verifier.model_copy(update=update)
+    return verifier
 
 
 def run_bench(
@@ -120,42 +159,84 @@ def run_bench(
     from harness.roles import console as default_console
 
     console = console or default_console
-    size = SMOKE if smoke else FULL
     started = time.perf_counter()
+    machine = machine_info()
+    size = bench_size(smoke, gpu=bool(machine["gpu"]))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    verifier = bench_verifier(config)
+    verifier = bench_verifier(config, smoke)
     prompts = load_prompts(config.project_path(config.data.prompts))
     prompts = prompts[: size.num_prompts or config.data.max_prompts]
     jobs = build_jobs(prompts, size.num_responses, size.num_criteria)
     context = RunContext(run_dir=out_dir, offline=config.offline, cache=False)
     logprobs = config.verify.logprobs
     result: dict[str, Any] = {"grammar": {}}
+
+    def progress(label: str) -> Any:
+        return lambda number, step: console.print(
+            f"  [{time.perf_counter() - started:4.0f} s] {label} round {number + 1}/{size.rounds}:"
+            f" {step}"
+        )
+
+    ceilings = ceiling_modes(config.verify.mode, size)
     engine = Engine(verifier, context)
     try:
-        console.print("[bold]layouts[/bold] (after a warm-up pass)")
-        layouts = measure_layouts(engine, jobs, logprobs, size.repeats)
-        console.print("[bold]engine ceiling[/bold]")
-        result["engine_ceiling"] = {
-            m: measure_ceiling(engine, layouts[m], size.repeats) for m in RUBRIC_MODES
-        }
-        calls = layouts["all"]["calls"]
-        if verifier.grammar in size.grammars:
-            console.print(f"[bold]grammar[/bold] {verifier.grammar}")
-            result["grammar"][verifier.grammar] = measure_grammar(engine, calls, size.repeats)
-        console.print("[bold]scaling[/bold]")
+        console.print(
+            f"[bold]layouts, engine ceiling, {verifier.grammar}[/bold]: up to {size.rounds}"
+            f" interleaved rounds [{time.perf_counter() - started:.0f} s]"
+        )
+        deadline = started + size.rounds_deadline_s if size.rounds_deadline_s else None
+        readings = measure_verifier(
+            engine,
+            jobs,
+            logprobs,
+            size.rounds,
+            progress("verifier"),
+            ceilings,
+            deadline,
+            size.min_rounds,
+        )
+        calls = readings["all"][0]["calls"]
+        console.print(f"[bold]scaling[/bold] [{time.perf_counter() - started:.0f} s]")
         result["scaling"] = measure_scaling(engine, prompts, size, logprobs)
-        console.print("[bold]training step split[/bold]")
+        console.print(f"[bold]training step split[/bold] [{time.perf_counter() - started:.0f} s]")
         result["train_step_split"] = (
             measure_train_split(config, engine, jobs, out_dir) if size.train else dict(SMOKE_SKIP)
         )
     finally:
         engine.close()
-    result["grammar"] |= _other_grammars(verifier, context, calls, size, console)
+    readings[f"grammar:{verifier.grammar}"] = readings.pop("grammar")
+    others = _other_grammars(verifier, context, calls, size, console, progress)
+    for grammar, entry in others.items():
+        if "readings" in entry:
+            readings[f"grammar:{grammar}"] = entry.pop("readings")
+            readings[f"free:{grammar}"] = entry.pop("free")
+    result["ratios"] = compute_ratios(readings)
     result["layouts"] = {
-        k: {f: v for f, v in e.items() if f != "calls"} for k, e in layouts.items()
+        name: {"layout": text, **layout_entry(readings[name])} for name, text in LAYOUTS.items()
     }
-    result["machine"] = machine_info()
+    for mode in RUBRIC_MODES:  # the rounds' batch is the largest point
+        result["scaling"][mode].append(
+            {"responses": len(jobs), "rounds": len(readings[mode]), **_scaling_point(result, mode)}
+        )
+    result["engine_ceiling"] = {
+        mode: {
+            **raw_entry(readings[f"ceiling:{mode}"]),
+            "harness_criteria_per_s": result["layouts"][mode]["criteria_per_s"],
+            "harness_efficiency": result["ratios"][f"efficiency_{mode}"]["median"],
+        }
+        for mode in RUBRIC_MODES
+        if f"ceiling:{mode}" in readings
+    }
+    for grammar in (verifier.grammar, *others):
+        if f"grammar:{grammar}" in readings:
+            result["grammar"][grammar] = _grammar_entry(readings, grammar, result["ratios"])
+        else:
+            result["grammar"][grammar] = others[grammar]
+    first_round = {name: readings[name][0]["met"] for name in LAYOUTS}
+    criterion_ids = [c.id for job in jobs for c in job.rubric.criteria]
+    result["agreement"] = compute_agreement(first_round, criterion_ids)
+    result["machine"] = machine
     result["workload"] = {
         "prompts": len(prompts),
         "responses": len(jobs),
@@ -168,7 +249,10 @@ def run_bench(
         "sampling": verifier.sampling.model_dump(mode="json"),
         "default_mode": config.verify.mode,
         "smoke": smoke,
-        "repeats": size.repeats,
+        "rounds": len(readings["all"]),
+        "planned_rounds": size.rounds,
+        "round_order": list(round_steps(ceilings)),
+        "fingerprint": workload_fingerprint(jobs),
     }
     result["goals"] = compute_goals(result)
     result["workload"]["seconds"] = round(time.perf_counter() - started, 1)
@@ -177,9 +261,47 @@ def run_bench(
     return ordered
 
 
+def ceiling_modes(default_mode: str, size: BenchSize) -> tuple[str, ...]:
+    """The modes whose engine ceiling a run measures: `all` (the grammar's cost is read against
+    it) and the default mode; every rubric mode where the size asks for all of them."""
+    if size.all_ceilings:
+        return RUBRIC_MODES
+    return tuple(m for m in RUBRIC_MODES if m in ("all", default_mode))
+
+
+def _scaling_point(result: dict[str, Any], mode: str) -> dict[str, Any]:
+    keys = ("criteria_per_s", "seconds", "prompt_tokens", "output_tokens", "criteria")
+    return {k: result["layouts"][mode][k] for k in keys}
+
+
+def _grammar_entry(readings: dict, grammar: str, ratios: dict[str, Any]) -> dict[str, Any]:
+    twin = f"free:{grammar}" if f"free:{grammar}" in readings else "ceiling:all"
+    constrained, free = raw_entry(readings[f"grammar:{grammar}"]), raw_entry(readings[twin])
+    slowdown = ratios[f"{grammar}_slowdown"]
+    entry = {
+        "backend": "vllm",
+        "requests": constrained["requests"],
+        "constrained_s": constrained["seconds"],
+        "unconstrained_s": free["seconds"],
+        "slowdown": slowdown["median"],
+        "slowdown_min": slowdown["min"],
+        "slowdown_max": slowdown["max"],
+        "rounds": slowdown["rounds"],
+        "unconstrained": twin,
+        "output_tokens": constrained["output_tokens"],
+        "valid": constrained["valid"],
+    }
+    for key in ("lengths_match", "warmup_s"):
+        if key in constrained:
+            entry[key] = constrained[key]
+    return entry
+
+
 BENCH_KEYS = (
+    "ratios",
     "engine_ceiling",
     "layouts",
+    "agreement",
     "grammar",
     "scaling",
     "train_step_split",
@@ -190,28 +312,38 @@ BENCH_KEYS = (
 
 
 def _other_grammars(
-    verifier: RoleConfig, context: RunContext, calls: list, size: BenchSize, console: Any
+    verifier: RoleConfig,
+    context: RunContext,
+    calls: list,
+    size: BenchSize,
+    console: Any,
+    progress: Callable[[str], Any],
 ) -> dict[str, Any]:
     """Grammar engines other than the profile's, each on an engine of its own started and
-    closed one at a time (vLLM chooses the grammar engine per engine), then transformers."""
+    closed one at a time (vLLM chooses the grammar engine per engine), in interleaved rounds
+    against its unconstrained twin; then outlines over transformers."""
     entries: dict[str, Any] = {}
     for grammar in ("xgrammar", "guidance", "outlines"):
         if grammar == verifier.grammar:
             continue
         if grammar not in size.grammars:
-            entries[grammar] = dict(SMOKE_SKIP)
+            entries[grammar] = dict(size.skipped)
             continue
         console.print(f"[bold]grammar[/bold] {grammar} (own engine)")
         engine = Engine(verifier.model_copy(update={"grammar": grammar}), context)
         try:
-            entries[grammar] = measure_grammar(engine, calls, size.repeats)
+            measured = measure_grammar(engine, calls, size.rounds, progress(grammar))
         finally:
             engine.close()
+        entries[grammar] = {
+            "readings": measured["constrained"],
+            "free": measured["unconstrained"],
+        }
     if size.transformers_requests:
         console.print("[bold]grammar[/bold] outlines over transformers")
         step = max(1, len(calls) // size.transformers_requests)  # spread over the prompts
         picked = calls[::step][: size.transformers_requests]
         entries["outlines-transformers"] = measure_transformers(verifier, context, picked)
     else:
-        entries["outlines-transformers"] = dict(SMOKE_SKIP)
+        entries["outlines-transformers"] = dict(size.skipped)
     return entries

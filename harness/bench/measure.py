@@ -4,17 +4,18 @@ LoRA GRPO step split."""
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.backends import RunContext, create_backend
 from harness.backends.base import plain_messages
-from harness.bench.engine import Engine, fastest
+from harness.bench.engine import Engine
+from harness.bench.rounds import run_rounds
 from harness.bench.workload import (
     RUBRIC_MODES,
     BenchSize,
@@ -36,56 +37,70 @@ def _rate(criteria: int, seconds: float) -> float:
     return round(criteria / seconds, 2) if seconds > 0 else 0.0
 
 
-# --- (2) layouts ---
+# --- (1) and (2): layouts, engine ceiling and the profile's grammar, in interleaved rounds ---
 
 
-def measure_layout(engine: Engine, jobs: Sequence[Job], layout: str, logprobs: int) -> dict:
-    """One layout over `jobs` through the harness's Role; `calls` are the requests it sent."""
-    role, recorder = engine.role()
+def measure_layout(
+    engine: Engine,
+    jobs: Sequence[Job],
+    layout: str,
+    logprobs: int,
+    role_config: RoleConfig | None = None,
+) -> dict:
+    """One layout over `jobs` through the harness's Role. `calls` are the requests it sent and
+    `met` its verdicts, job by job and criterion by criterion (both left out of bench.json)."""
+    role_config = role_config or engine.config
+    role, recorder = engine.role(role_config)
     with engine.meter() as reading:  # parsing included: it is part of every layout's cost
         if layout == "paper":
-            requests = [paper_request(job, engine.config) for job in jobs]
+            requests = [paper_request(job, role_config) for job in jobs]
             completions = role.generate(requests, description="verify paper layout")
             met = [
-                verdict
+                None if answer is None else answer == "yes"
                 for job, completion in zip(jobs, completions)
-                for verdict in parse_paper_answer(completion.text, _ids(job)).values()
+                for answer in parse_paper_answer(completion.text, _ids(job)).values()
             ]
         else:
-            met = [v.met for v in verify(role, jobs, layout, PROMPTS_DIR, logprobs)]
+            found = {
+                (v.candidate_id, v.criterion_id): v.met
+                for v in verify(role, jobs, layout, PROMPTS_DIR, logprobs)
+            }
+            met = [found.get((job.candidate.id, cid)) for job in jobs for cid in _ids(job)]
     return {
+        "seconds": round(reading["seconds"], 3),
+        "criteria": len(met),
         "criteria_per_s": _rate(len(met), reading["seconds"]),
         "prompt_tokens": role.stats.prompt_tokens,
         "output_tokens": role.stats.completion_tokens,
         "prefix_cache_hit_rate": reading["prefix_cache_hit_rate"],
+        "other_cpu_share": reading["other_cpu_share"],
         "unparseable": sum(v is None for v in met),
-        "criteria": len(met),
         "requests": role.stats.requests,
-        "seconds": round(reading["seconds"], 3),
         "calls": recorder.calls,
+        "met": met,
     }
 
 
+HIDDEN = ("calls", "met")  # what a reading keeps for the bench, never written to bench.json
 LAYOUTS = {
     "paper": "paper: rubric after the response, free-form JSON, regex parsing",
     "all": "all: rubric before the response (shared prefix), JSON object under a grammar",
     "each": "each: one request per criterion, JSON answer under a grammar",
     "compact": "compact: rubric before the response, one y/n letter per criterion",
 }
+WARM_UP_TOKENS = 8
+# The order of a round (reversed every other round). The pairs the goals compare sit side by
+# side: compact | ceiling, paper | all, all | ceiling, ceiling | grammar.
+ROUND_STEPS = ("each", "compact", "ceiling:compact", "paper", "all", "ceiling:all", "grammar")
 
 
-def measure_layouts(engine: Engine, jobs: Sequence[Job], logprobs: int, repeats: int) -> dict:
-    warm = list({job.prompt.id: job for job in jobs}.values())  # one job per prompt
-    for layout in LAYOUTS:  # compiles every grammar once; the timings are steady state
-        measure_layout(engine, warm, layout, logprobs)
-    measured = {}
-    for layout, text in LAYOUTS.items():
-        run = functools.partial(measure_layout, engine, jobs, layout, logprobs)
-        measured[layout] = {"layout": text, **fastest(repeats, run)}
-    return measured
-
-
-# --- (1) engine ceiling ---
+def round_steps(ceilings: Sequence[str]) -> tuple[str, ...]:
+    """`ROUND_STEPS` with the engine ceilings of the modes in `ceilings` only (`all`'s is
+    always measured: the grammar's cost is read against it)."""
+    wanted = {"all", *ceilings}
+    return tuple(
+        s for s in ROUND_STEPS if not s.startswith("ceiling:") or s.split(":")[1] in wanted
+    )
 
 
 def token_prompts(engine: Engine, calls: Sequence[tuple[ChatRequest, Completion]]) -> list:
@@ -99,110 +114,200 @@ def token_prompts(engine: Engine, calls: Sequence[tuple[ChatRequest, Completion]
     ]
 
 
-def measure_ceiling(engine: Engine, layout: dict[str, Any], repeats: int) -> dict[str, Any]:
-    """The raw engine on the same prompt tokens and output lengths, no grammar, no harness."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
-    calls = [(r, c) for r, c in layout["calls"] if c.completion_tokens > 0]
-    ids = token_prompts(engine, calls)
-    prompts = [TokensPrompt(prompt_token_ids=i) for i in ids]
-    params = [
-        SamplingParams(
-            temperature=r.sampling.temperature,
-            top_p=r.sampling.top_p,
-            seed=r.effective_seed,
-            max_tokens=c.completion_tokens,
-            min_tokens=c.completion_tokens,
-            ignore_eos=True,
-        )
-        for r, c in calls
-    ]
-
-    def run() -> dict[str, Any]:
-        with engine.meter() as reading:
-            outputs = engine.llm.generate(prompts, params, use_tqdm=False)
-        return {
-            "seconds": round(reading["seconds"], 3),
-            "prefix_cache_hit_rate": reading["prefix_cache_hit_rate"],
-            "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
-        }
-
-    best = fastest(repeats, run)
-    rate = _rate(layout["criteria"], best["seconds"])
+def _common(request: ChatRequest) -> dict[str, Any]:
     return {
-        "criteria_per_s": rate,
-        **best,
-        "prompt_tokens": sum(len(i) for i in ids),
-        "requests": len(calls),
-        "prompt_ids_match": sum(len(i) == c.prompt_tokens for i, (_, c) in zip(ids, calls)),
-        "harness_criteria_per_s": layout["criteria_per_s"],
-        "harness_efficiency": round(layout["criteria_per_s"] / rate, 4) if rate else 0.0,
+        "temperature": request.sampling.temperature,
+        "top_p": request.sampling.top_p,
+        "seed": request.effective_seed,
     }
 
 
-# --- (3) grammar cost ---
-
-
-def measure_grammar(
-    engine: Engine, calls: Sequence[tuple[ChatRequest, Completion]], repeats: int
+def raw_run(
+    engine: Engine,
+    calls: Sequence[tuple[ChatRequest, Completion]],
+    lengths: Sequence[int] | None,
+    prompts: list | None = None,
 ) -> dict[str, Any]:
-    """The same requests on the raw engine under its grammar, then unconstrained with the
-    lengths the grammar produced: the slowdown is the grammar's own cost."""
+    """The raw engine on the harness's prompt tokens, no harness code: with `lengths`, exactly
+    that many output tokens each and no grammar (the ceiling, or a grammar's unconstrained
+    twin); without, each request's own grammar and max_tokens (the grammar's cost)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import StructuredOutputsParams
 
-    requests = [r for r, _ in calls]
-    prompts = [TokensPrompt(prompt_token_ids=i) for i in token_prompts(engine, calls)]
-
-    def params(request: ChatRequest, length: int | None) -> Any:
-        common = {
-            "temperature": request.sampling.temperature,
-            "top_p": request.sampling.top_p,
-            "seed": request.effective_seed,
-        }
-        if length is None:
-            structured = StructuredOutputsParams(json=request.json_schema)
-            return SamplingParams(
-                **common, max_tokens=request.sampling.max_tokens, structured_outputs=structured
+    ids = prompts if prompts is not None else token_prompts(engine, calls)
+    if lengths is None:
+        params = [
+            SamplingParams(
+                **_common(r),
+                max_tokens=r.sampling.max_tokens,
+                structured_outputs=StructuredOutputsParams(json=r.json_schema),
             )
-        return SamplingParams(**common, max_tokens=length, min_tokens=length, ignore_eos=True)
-
-    first = {json.dumps(r.json_schema, sort_keys=True): i for i, r in enumerate(requests)}
-    started = time.perf_counter()  # compiles each schema once, as a steady verifier would
-    engine.llm.generate(
-        [prompts[i] for i in first.values()],
-        [params(requests[i], None) for i in first.values()],
-        use_tqdm=False,
-    )
-    warmup_s = time.perf_counter() - started
-    constrained: list[float] = []
-    unconstrained: list[float] = []
-    for _ in range(max(repeats, 1)):
-        with engine.meter() as reading:
-            outputs = engine.llm.generate(
-                prompts, [params(r, None) for r in requests], use_tqdm=False
-            )
-        constrained.append(reading["seconds"])
-        lengths = [max(len(o.outputs[0].token_ids), 1) for o in outputs]
-        with engine.meter() as reading:
-            engine.llm.generate(
-                prompts, [params(r, n) for r, n in zip(requests, lengths)], use_tqdm=False
-            )
-        unconstrained.append(reading["seconds"])
-    constrained_s, unconstrained_s = min(constrained), min(unconstrained)
-    valid = sum(_valid_json(o.outputs[0].text, o.outputs[0].finish_reason) for o in outputs)
+            for r, _ in calls
+        ]
+    else:
+        params = [
+            SamplingParams(**_common(r), max_tokens=n, min_tokens=n, ignore_eos=True)
+            for (r, _), n in zip(calls, lengths)
+        ]
+    with engine.meter() as reading:
+        outputs = engine.llm.generate(
+            [TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False
+        )
     return {
-        "backend": "vllm",
-        "requests": len(requests),
-        "constrained_s": round(constrained_s, 3),
-        "unconstrained_s": round(unconstrained_s, 3),
-        "slowdown": round(constrained_s / unconstrained_s, 4) if unconstrained_s else 0.0,
-        "output_tokens": sum(lengths),
-        "valid": valid,
-        "warmup_s": round(warmup_s, 3),
+        "seconds": round(reading["seconds"], 3),
+        "prefix_cache_hit_rate": reading["prefix_cache_hit_rate"],
+        "other_cpu_share": reading["other_cpu_share"],
+        "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+        "requests": len(ids),
+        "prompt_tokens": sum(len(i) for i in ids),
+        "lengths": [len(o.outputs[0].token_ids) for o in outputs],
+        "valid": sum(_valid_json(o.outputs[0].text, o.outputs[0].finish_reason) for o in outputs),
     }
+
+
+def _answered(calls: Sequence[tuple[ChatRequest, Completion]]) -> list:
+    return [(r, c) for r, c in calls if c.completion_tokens > 0]
+
+
+def measure_verifier(
+    engine: Engine,
+    jobs: Sequence[Job],
+    logprobs: int,
+    rounds: int,
+    progress: Callable[[int, str], None] | None = None,
+    ceilings: Sequence[str] = RUBRIC_MODES,
+    deadline: float | None = None,
+    min_rounds: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every layout, the engine ceiling of `all` and of the modes in `ceilings` and the
+    profile's grammar on the raw engine, once per round in `round_steps` order (reversed every
+    other round; `run_rounds` for the deadline), after a short warm-up (one job, a few output
+    tokens, no retries) that loads every code path and initialises the grammar engine: the
+    rounds time steady state."""
+    sampling = engine.config.sampling.model_copy(update={"max_tokens": WARM_UP_TOKENS})
+    warm_config = engine.config.model_copy(update={"sampling": sampling, "max_attempts": 1})
+    for layout in LAYOUTS:
+        warm = measure_layout(engine, jobs[:1], layout, logprobs, warm_config)
+        if layout == "all":
+            raw_run(engine, _answered(warm["calls"]), None)
+            raw_run(engine, _answered(warm["calls"]), [1] * len(_answered(warm["calls"])))
+    first: dict[str, dict[str, Any]] = {}  # round one's layouts: the requests the raw runs send
+    prompts: dict[str, list] = {}
+
+    def layout_step(layout: str) -> Callable[[], dict[str, Any]]:
+        def step() -> dict[str, Any]:
+            reading = measure_layout(engine, jobs, layout, logprobs)
+            first.setdefault(layout, reading)
+            return reading
+
+        return step
+
+    def raw_step(layout: str, grammar: bool) -> Callable[[], dict[str, Any]]:
+        def step() -> dict[str, Any]:
+            calls = _answered(first[layout]["calls"])
+            if layout not in prompts:
+                prompts[layout] = token_prompts(engine, calls)
+            lengths = None if grammar else [c.completion_tokens for _, c in calls]
+            reading = raw_run(engine, calls, lengths, prompts[layout])
+            reading["criteria"] = first[layout]["criteria"]
+            reading["prompt_ids_match"] = sum(
+                len(i) == c.prompt_tokens for i, (_, c) in zip(prompts[layout], calls)
+            )
+            if grammar:
+                reading["lengths_match"] = reading["lengths"] == lengths_of(first[layout])
+            return reading
+
+        return step
+
+    def step(name: str) -> Callable[[], dict[str, Any]]:
+        if name == "grammar":
+            return raw_step("all", grammar=True)
+        if name.startswith("ceiling:"):
+            return raw_step(name.removeprefix("ceiling:"), grammar=False)
+        return layout_step(name)
+
+    steps = {name: step(name) for name in round_steps(ceilings)}
+    return run_rounds(steps, rounds, progress, deadline, min_rounds)
+
+
+def lengths_of(layout_reading: dict[str, Any]) -> list[int]:
+    return [c.completion_tokens for _, c in _answered(layout_reading["calls"])]
+
+
+def layout_entry(readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A layout's rounds as one bench.json entry: medians of the timings, the counts of the
+    first round (the same workload every round) and whether every round gave its verdicts."""
+    first = readings[0]
+    rates = [_rate(r["criteria"], r["seconds"]) for r in readings]
+    return {
+        "criteria_per_s": round(statistics.median(rates), 2),
+        "criteria_per_s_rounds": rates,
+        "seconds": round(statistics.median(r["seconds"] for r in readings), 3),
+        "prompt_tokens": first["prompt_tokens"],
+        "output_tokens": first["output_tokens"],
+        "prefix_cache_hit_rate": statistics.median(r["prefix_cache_hit_rate"] for r in readings),
+        "unparseable": max(r["unparseable"] for r in readings),
+        "criteria": first["criteria"],
+        "requests": first["requests"],
+        "same_verdicts_every_round": all(r["met"] == first["met"] for r in readings),
+        "other_cpu_share_rounds": [r.get("other_cpu_share", 0.0) for r in readings],
+    }
+
+
+def raw_entry(readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A raw-engine step's rounds (ceiling or grammar) as one entry: medians and counts."""
+    first = readings[0]
+    entry = {
+        "seconds": round(statistics.median(r["seconds"] for r in readings), 3),
+        "seconds_rounds": [r["seconds"] for r in readings],
+        "prefix_cache_hit_rate": statistics.median(r["prefix_cache_hit_rate"] for r in readings),
+        "output_tokens": first["output_tokens"],
+        "prompt_tokens": first["prompt_tokens"],
+        "requests": first["requests"],
+        "valid": first["valid"],
+    }
+    if "criteria" in first:
+        rates = [_rate(r["criteria"], r["seconds"]) for r in readings]
+        entry = {"criteria_per_s": round(statistics.median(rates), 2), **entry}
+        entry["criteria_per_s_rounds"] = rates
+    entry["other_cpu_share_rounds"] = [r.get("other_cpu_share", 0.0) for r in readings]
+    for key in ("prompt_ids_match", "lengths_match", "warmup_s"):
+        if key in first:
+            entry[key] = first[key]
+    return entry
+
+
+# --- (3) grammar engines other than the profile's: each against its unconstrained twin ---
+
+
+def measure_grammar(
+    engine: Engine,
+    calls: Sequence[tuple[ChatRequest, Completion]],
+    rounds: int,
+    progress: Callable[[int, str], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The `all` requests on the raw engine under its grammar, then unconstrained with the
+    lengths the grammar produced (its first round's), interleaved over `rounds` after a
+    warm-up that compiles each schema once, as a steady verifier would."""
+    calls = _answered(calls)
+    prompts = token_prompts(engine, calls)
+    seen = {json.dumps(r.json_schema, sort_keys=True): i for i, (r, _) in enumerate(calls)}
+    started = time.perf_counter()
+    raw_run(engine, [calls[i] for i in seen.values()], None, [prompts[i] for i in seen.values()])
+    warmup_s = round(time.perf_counter() - started, 3)
+    lengths: list[int] = []
+
+    def constrained() -> dict[str, Any]:
+        reading = raw_run(engine, calls, None, prompts)
+        lengths[:] = lengths or [max(n, 1) for n in reading["lengths"]]
+        return {**reading, "warmup_s": warmup_s}
+
+    def unconstrained() -> dict[str, Any]:
+        return raw_run(engine, calls, lengths, prompts)
+
+    steps = {"constrained": constrained, "unconstrained": unconstrained}
+    return run_rounds(steps, rounds, progress)
 
 
 def _valid_json(text: str, finish_reason: str | None) -> bool:
@@ -284,7 +389,7 @@ def measure_scaling(
         for mode in RUBRIC_MODES:
             entry = measure_layout(engine, jobs, mode, logprobs)
             scaling[mode].append(
-                {"responses": num, **{k: v for k, v in entry.items() if k != "calls"}}
+                {"responses": num, **{k: v for k, v in entry.items() if k not in HIDDEN}}
             )
     return scaling
 

@@ -1,5 +1,5 @@
-"""`bench.json` as rich tables: layouts, engine ceiling, grammar cost, scaling, GRPO step
-split and goals."""
+"""`bench.json` as rich tables: ratios, layouts, engine ceiling, verdict agreement, grammar
+cost, scaling, GRPO step split and goals."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from typing import Any
 
 
 def print_bench(result: dict[str, Any], console: Any) -> None:
-    """The benchmark as rich tables: layouts, ceiling, grammar, scaling, step split, goals."""
+    """The benchmark as rich tables: ratios, layouts, ceiling, agreement, grammar, scaling,
+    step split, goals."""
     from rich.table import Table
 
     work, machine = result["workload"], result["machine"]
     console.print(
         f"[bold]harness bench[/bold]: {work['responses']} responses x "
         f"{work['criteria_per_rubric']} criteria over {work['prompts']} prompts, "
-        f"verifier {work['verifier']} ({work['grammar']}), {machine['cpu']}, "
-        f"{machine['cores']} cores, GPU {machine['gpu'] or 'none'}, "
+        f"verifier {work['verifier']} ({work['grammar']}), {work['rounds']} interleaved rounds, "
+        f"{machine['cpu']}, {machine['cores']} cores, GPU {machine['gpu'] or 'none'}, "
         f"{work['seconds']:.0f} s{' (smoke run)' if work['smoke'] else ''}"
     )
+    console.print(_ratios_table(result["ratios"], Table))
     console.print(_layouts_table(result, Table))
     ceiling = Table(
         "mode",
@@ -25,17 +27,19 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
         "harness crit/s",
         "efficiency",
         "prefix hits",
-        title="1. Engine ceiling: same tokens, raw engine",
+        title="1. Engine ceiling: same tokens, raw engine (medians)",
     )
     for mode, entry in result["engine_ceiling"].items():
+        ratio = result["ratios"].get(f"efficiency_{mode}")
         ceiling.add_row(
             mode,
             f"{entry['criteria_per_s']:.1f}",
             f"{entry['harness_criteria_per_s']:.1f}",
-            f"{entry['harness_efficiency']:.2f}",
+            _spread(ratio) if ratio else f"{entry['harness_efficiency']:.2f}",
             f"{entry['prefix_cache_hit_rate']:.0%}",
         )
     console.print(ceiling)
+    console.print(_agreement_table(result["agreement"], Table))
     grammar = Table(
         "engine",
         "backend",
@@ -44,36 +48,67 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
         "unconstrained s",
         "slowdown",
         "valid",
-        title="3. Grammar cost (all-mode requests)",
+        title="3. Grammar cost (all-mode requests, medians)",
     )
     for name, entry in result["grammar"].items():
         if "skipped" in entry:
             grammar.add_row(name, "", "", "", "", entry["skipped"], "")
             continue
+        ratio = result["ratios"].get(f"{name}_slowdown")
         grammar.add_row(
             name,
             entry["backend"],
             str(entry["requests"]),
             f"{entry['constrained_s']:.2f}",
             f"{entry['unconstrained_s']:.2f}",
-            f"{entry['slowdown']:.2f}x",
+            _spread(ratio, "x") if ratio else f"{entry['slowdown']:.2f}x",
             f"{entry['valid']}/{entry['requests']}",
         )
     console.print(grammar)
     console.print(_scaling_table(result["scaling"], Table))
     console.print(_split_table(result["train_step_split"], Table))
-    goals = Table("goal", "measured", "target", "met", "", title="Goals")
+    goals = Table("goal", "measured", "rounds min-max", "target", "met", "", title="Goals")
     for name, goal in result["goals"].items():
         mark = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
         measured = goal["measured"]
         shown = f"{measured:.2f}" if isinstance(measured, float) else str(measured)
-        goals.add_row(name, shown, str(goal["target"]), mark, goal.get("detail", ""))
+        spread = f"{goal['min']:.2f}-{goal['max']:.2f}" if "min" in goal else ""
+        goals.add_row(name, shown, spread, str(goal["target"]), mark, goal.get("detail", ""))
     console.print(goals)
 
 
+def _spread(ratio: dict[str, Any], unit: str = "") -> str:
+    """A median ratio with the min-max of its rounds: `1.02x (0.98-1.05)`."""
+    return f"{ratio['median']:.2f}{unit} ({ratio['min']:.2f}-{ratio['max']:.2f})"
+
+
+def _ratios_table(ratios: dict[str, Any], table_type: type) -> Any:
+    table = table_type(
+        "ratio",
+        "median",
+        "min",
+        "max",
+        "per round",
+        "others' CPU",
+        "",
+        title="Ratios: each measured within a round, side by side; median of the rounds",
+    )
+    for name, ratio in ratios.items():
+        busy = ratio.get("other_cpu_share_per_round", [])
+        table.add_row(
+            name,
+            f"{ratio['median']:.2f}",
+            f"{ratio['min']:.2f}",
+            f"{ratio['max']:.2f}",
+            " ".join(f"{v:.2f}" for v in ratio["per_round"]),
+            " ".join(f"{v:.0%}" for v in busy),
+            ratio.get("detail", ""),
+        )
+    return table
+
+
 def _layouts_table(result: dict[str, Any], table_type: type) -> Any:
-    layouts = result["layouts"]
-    paper = layouts["paper"]["criteria_per_s"] or 1.0
+    layouts, ratios = result["layouts"], result["ratios"]
     table = table_type(
         "layout",
         "criteria/s",
@@ -83,13 +118,14 @@ def _layouts_table(result: dict[str, Any], table_type: type) -> Any:
         "prefix hits",
         "unparseable",
         "seconds",
-        title="2. Verifier layouts, same (prompt, response, rubric) set",
+        title="2. Verifier layouts, same (prompt, response, rubric) set (medians)",
     )
     for name, entry in layouts.items():
+        ratio = ratios.get(f"{name}_vs_paper")
         table.add_row(
             name,
             f"{entry['criteria_per_s']:.1f}",
-            f"{entry['criteria_per_s'] / paper:.2f}",
+            _spread(ratio) if ratio else "1.00" if name == "paper" else "",
             str(entry["prompt_tokens"]),
             str(entry["output_tokens"]),
             f"{entry['prefix_cache_hit_rate']:.0%}",
@@ -97,6 +133,36 @@ def _layouts_table(result: dict[str, Any], table_type: type) -> Any:
             f"{entry['seconds']:.2f}",
         )
     return table
+
+
+def _agreement_table(agreement: dict[str, Any], table_type: type) -> Any:
+    table = table_type(
+        "layout",
+        "vs",
+        "verdicts",
+        "agreement",
+        "kappa",
+        "yes-rate",
+        "reference yes-rate",
+        "unscored",
+        title="Verdict agreement with all mode (first round)",
+    )
+    for name, entry in agreement.items():
+        table.add_row(
+            name,
+            entry["reference"],
+            str(entry["n"]),
+            _percent(entry["accuracy"]),
+            "n/a" if entry["kappa"] is None else f"{entry['kappa']:.2f}",
+            _percent(entry["yes_rate"]),
+            _percent(entry["reference_yes_rate"]),
+            str(entry["unscored"]),
+        )
+    return table
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def _scaling_table(scaling: dict[str, list[dict[str, Any]]], table_type: type) -> Any:

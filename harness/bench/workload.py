@@ -4,6 +4,7 @@ layout with its regex parsing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -27,6 +28,11 @@ RUBRIC_MODES = ("all", "compact")  # one request per response: the ones with a c
 SMOKE_SKIP = {"skipped": "smoke run"}
 CORPUS = PROJECT_ROOT / "models" / "tiny" / "corpus.txt"
 RESPONSE_SENTENCES = 8
+# `--smoke` checks the code paths on the project's tiny model whatever the profile's verifier;
+# a random model at temperature 0 answers alike for every response, so its verdicts are
+# sampled (seeded per request) to keep the work real.
+SMOKE_MODEL = "tiny-s"
+SMOKE_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,63 @@ class BenchSize:
     num_responses: int  # spread over the prompts, the same set for every layout
     num_criteria: int
     scaling: tuple[int, ...]
-    grammars: tuple[str, ...]
+    grammars: tuple[str, ...]  # grammar engines measured besides the profile's
     transformers_requests: int  # 0: skipped
     train: bool
-    repeats: int  # a timing is the fastest of this many runs
+    rounds: int  # interleaved rounds; every ratio is the median of its per-round values
+    skipped: tuple[tuple[str, str], ...]  # what bench.json says of a measurement left out
+    all_ceilings: bool = True  # False: the ceilings of `all` and the default mode only
+    min_rounds: int | None = None  # with a deadline: rounds run whatever the time
+    rounds_deadline_s: float | None = None  # no round after the first min_rounds ends later
 
 
-FULL = BenchSize(None, 96, 20, (16, 256, 1024), ("xgrammar", "guidance", "outlines"), 12, True, 2)
-SMOKE = BenchSize(4, 8, 20, (4, 8), ("xgrammar",), 0, False, 1)
+BUDGET_SKIP = (("skipped", "left out of the CPU bench (time); measured on a GPU"),)
+# `make bench` on a CPU: a few GRPO-like groups (3 prompts x 2 responses) in 4 rounds of about
+# 3 minutes with SmolLM2-135M on 2 cores (an even count: each order of a pair runs as often),
+# 3 when the machine is slow enough that a 4th would end after 820 s (13.7 minutes into the
+# run); scaling and the training step split take about a minute more.
+FULL = BenchSize(
+    num_prompts=3,
+    num_responses=6,
+    num_criteria=20,
+    scaling=(1,),
+    grammars=(),
+    transformers_requests=0,
+    train=True,
+    rounds=4,
+    skipped=BUDGET_SKIP,
+    all_ceilings=False,
+    min_rounds=3,
+    rounds_deadline_s=820.0,
+)
+# The same command where vLLM sees a GPU: the paper-sized workload and every grammar engine.
+FULL_GPU = BenchSize(
+    num_prompts=None,
+    num_responses=96,
+    num_criteria=20,
+    scaling=(16, 256, 1024),
+    grammars=("xgrammar", "guidance", "outlines"),
+    transformers_requests=12,
+    train=True,
+    rounds=6,
+    skipped=BUDGET_SKIP,
+)
+SMOKE = BenchSize(
+    num_prompts=4,
+    num_responses=8,
+    num_criteria=20,
+    scaling=(4,),
+    grammars=(),
+    transformers_requests=0,
+    train=False,
+    rounds=2,
+    skipped=tuple(SMOKE_SKIP.items()),
+)
+
+
+def bench_size(smoke: bool, gpu: bool) -> BenchSize:
+    """How much a run measures: the smoke workload, else the GPU's or the CPU's full one."""
+    return SMOKE if smoke else FULL_GPU if gpu else FULL
 
 
 # --- the workload ---
@@ -111,6 +166,17 @@ def bench_rubric(prompt: Prompt, num_criteria: int) -> Rubric:
         for k, text in enumerate(texts, start=1)
     )
     return Rubric(prompt_id=prompt.id, criteria=criteria)
+
+
+def workload_fingerprint(jobs: Sequence[Job]) -> str:
+    """A short hash of every prompt, response and rubric: two runs measured the same workload
+    exactly when their fingerprints match (the prompts file may change between runs)."""
+    content = [
+        [job.prompt.id, job.prompt.render(), job.candidate.text]
+        + [[c.id, c.text, c.weight] for c in job.rubric.criteria]
+        for job in jobs
+    ]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]
 
 
 def _corpus_sentences() -> list[str]:

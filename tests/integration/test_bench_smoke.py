@@ -1,6 +1,7 @@
-"""`harness bench` at its smallest on the tiny verifier: every measurement that costs seconds
-runs for real (layouts, engine ceiling, xgrammar, scaling); the minute-long ones are marked
-skipped. A benchmark, not a timed test: only the shape and the parse counts are checked."""
+"""`harness bench --smoke` on the tiny verifier (whatever the profile's: configs/bench.yaml
+measures SmolLM2): every measurement that costs seconds runs for real, in interleaved rounds
+(layouts, engine ceiling, xgrammar, scaling); the minute-long ones are marked skipped. A
+benchmark, not a timed test: only the shape, the rounds and the parse counts are checked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import pytest
 from rich.console import Console
 
-from harness.bench import BENCH_KEYS, print_bench, run_bench
+from harness.bench import BENCH_KEYS, SMOKE, SMOKE_MODEL, print_bench, run_bench
 from harness.config import load_config
 from harness.models.manifest import PROJECT_ROOT
 
@@ -38,8 +39,23 @@ def test_smoke_bench_writes_every_key(tiny_models, tmp_path):
     assert written["grammar"]["guidance"] == {"skipped": "smoke run"}
     assert written["train_step_split"] == {"skipped": "smoke run"}
     assert all(p["criteria_per_s"] > 0 for points in written["scaling"].values() for p in points)
-    assert {"measured", "target", "met"} <= set(written["goals"]["harness_efficiency"])
+    goal = written["goals"]["harness_efficiency"]
+    assert {"measured", "target", "met", "min", "max", "rounds"} <= set(goal)
     assert written["machine"]["cores"] >= 1 and written["workload"]["smoke"] is True
+    assert written["workload"]["model"] == SMOKE_MODEL
+    assert len(written["workload"]["fingerprint"]) == 12
+    ratios = written["ratios"]
+    assert {"efficiency_all", "all_vs_paper", "compact_vs_all", "xgrammar_slowdown"} <= set(ratios)
+    for name, ratio in ratios.items():
+        assert ratio["rounds"] == SMOKE.rounds == len(ratio["per_round"]), name
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"], name
+    assert xgrammar["slowdown"] == ratios["xgrammar_slowdown"]["median"]
+    assert xgrammar["lengths_match"]  # the ceiling ran the grammar's own tokens unconstrained
+    compact = written["agreement"]["compact"]
+    assert compact["reference"] == "all" and compact["n"] == layouts["all"]["criteria"]
+    assert 0 <= compact["accuracy"] <= 1 and set(compact["by_criterion"]) == {
+        f"c{k}" for k in range(1, 21)
+    }
     recorded = Console(record=True, width=200)
     print_bench(written, recorded)
     assert "Goals" in recorded.export_text()
