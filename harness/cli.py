@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
+from harness.jsonl import read_json
 
 config_option = click.option(
     "--config",
@@ -399,7 +400,7 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     show_stages(results, config.run_dir)
     from harness.report import rich_table, verifier_agreement_table, verifier_speed_table
 
-    metrics = json.loads((config.run_dir / "compare" / "metrics.json").read_text())
+    metrics = read_json(config.run_dir / "compare" / "metrics.json")
     console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
     console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
     console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
@@ -455,7 +456,7 @@ def _judge_trained_vs_base(config: HarnessConfig) -> dict:
             f"{config.run_dir}: no trained adapter to judge (run `harness train` first, "
             "or give --a and --b candidate files)"
         )
-    return json.loads((config.run_dir / "judge" / "summary.json").read_text())
+    return read_json(config.run_dir / "judge" / "summary.json")
 
 
 def _judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> dict:
@@ -523,7 +524,7 @@ def report(run_dir: Path) -> None:
         update={"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
     )
     previous = run_dir / "summary.json"
-    profile = json.loads(previous.read_text())["run"]["profile"] if previous.is_file() else "-"
+    profile = read_json(previous).get("run", {}).get("profile", "-") if previous.is_file() else "-"
     _write_and_show_report(build_summary(config, profile), config)
 
 

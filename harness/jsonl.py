@@ -54,6 +54,16 @@ def read_text(path: Path) -> str:
     return decode(path, data)
 
 
+def read_json(path: Path) -> Any:
+    """A whole JSON file; a damaged one (a killed writer, an edit) names file and line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from None
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; a malformed line raises InputError."""
     try:

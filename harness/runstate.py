@@ -53,7 +53,8 @@ class RunState:
             state = json.loads(read_text(self.path))
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"{self.path}:{exc.lineno}: the run's stage record is damaged ({exc.msg}); {fix}"
+                f"{self.path}:{exc.lineno}: the run's stage record is damaged ({exc.msg}, "
+                f"column {exc.colno}); {fix}"
             ) from None
         entries = state.values() if isinstance(state, dict) else [None]
         if not all(isinstance(e, dict) and isinstance(e.get("fingerprint"), str) for e in entries):
