@@ -34,9 +34,9 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
 from harness.jsonl import (
     InputError,
+    read_json,
     read_lines,
     read_records,
-    read_text,
     validation_message,
     write_records,
 )
@@ -167,10 +167,7 @@ def _is_healthbench(path: Path) -> bool:
 
 
 def _json_list_rows(path: Path) -> Iterator[Row]:
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     for index, item in enumerate(data):

@@ -9,6 +9,7 @@ import codecs
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class InputError(ValueError):
@@ -54,14 +56,30 @@ def read_text(path: Path) -> str:
     return decode(path, data)
 
 
-def read_json(path: Path) -> Any:
-    """A whole JSON file; a damaged one (a killed writer, an edit) names file and line."""
+def parse_json(path: Path, text: str, line: int = 1) -> Any:
+    """JSON text of `path` (`line`: where `text` begins): InputError for broken JSON and for
+    a `\\ud800`-style escape of half a surrogate pair, which no text file can hold."""
     try:
-        return json.loads(read_text(path))
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+            f"{path}:{line + exc.lineno - 1}: not valid JSON ({exc.msg}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise InputError(f"{path}:{line}: JSON nested too deeply") from None
+    if SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"{path}:{line}: a \\u escape gives half of a surrogate pair, which is not text"
+            ) from None
+    return value
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file; a damaged one (a killed writer, an edit) names file and line."""
+    return parse_json(path, read_text(path))
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -77,12 +95,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             offset += len(raw)
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})"
-                ) from None
+            value = parse_json(path, line.rstrip("\r\n"), number)
             if not isinstance(value, dict):
                 raise InputError(
                     f"{path}:{number}: expected a JSON object, got {type(value).__name__}"
