@@ -224,9 +224,10 @@ class HarnessConfig(StrictModel):
     @classmethod
     def _inside_runs_dir(cls, name: str) -> str:
         # the run folder is runs_dir/run_name, and stages write and delete inside it
-        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        if name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
             raise ValueError(
-                f"{name!r} is not a folder name: no path separators, not '.' or '..' "
+                f"{name!r} is not a folder name: no path separators or control characters, "
+                "not '.' or '..' "
                 "(the run folder is always inside runs_dir; set runs_dir to move it)"
             )
         return name
@@ -300,6 +301,8 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Ha
 def dump_config(config: HarnessConfig) -> str:
     """The resolved profile as YAML (the env var name of an API key, never its value)."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if not data["roles"]["verifier"]:
+        del data["roles"]["verifier"]  # `verifier: []` is refused on load: say nothing instead
     if config.propose.criterion_pattern:
         for replaced in ("min_criterion_chars", "max_criterion_chars"):
             data["propose"].pop(replaced)
