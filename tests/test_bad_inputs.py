@@ -218,7 +218,7 @@ def invalid_json_schema(tmp: Path) -> Case:
     return Case(args, [f"{requests}:2: json_schema: not a valid JSON Schema"])
 
 
-@pytest.fixture(params=["../outside", "/tmp/elsewhere", "a/b", ".."])
+@pytest.fixture(params=["../outside", "/tmp/elsewhere", "a/b", "..", "a\\tb"])
 def run_name_outside_runs(request, tmp_path: Path) -> Case:
     text = profile_text(tmp_path, good_prompts(tmp_path)).replace("run_name: r", "run_name: X")
     profile = write_profile(tmp_path, text.replace("run_name: X", f"run_name: '{request.param}'"))
@@ -296,9 +296,9 @@ def test_debug_shows_the_traceback(tmp_path: Path):
 # --- errors a root test process cannot cause for real: raised where the OS would raise them ---
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+def run_cli(monkeypatch, capsys, *args: str, debug: bool = False) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["harness", *args])
-    monkeypatch.delenv("HARNESS_DEBUG", raising=False)
+    monkeypatch.setenv("HARNESS_DEBUG", "1" if debug else "")
     with pytest.raises(SystemExit) as exit_info:
         run()
     return exit_info.value.code, capsys.readouterr().err
@@ -352,6 +352,14 @@ def test_unexpected_error_is_one_line_without_debug(monkeypatch, capsys):
     assert (
         err.strip() == "error: internal error: KeyError: 'surprise' (--debug shows the traceback)"
     )
+
+
+def test_harness_debug_variable_shows_the_traceback(monkeypatch, capsys, tmp_path):
+    status, err = run_cli(
+        monkeypatch, capsys, "verify", "-c", str(tmp_path / "nope.yaml"), debug=True
+    )
+    assert status == 2 and "Traceback" in err
+    assert err.rstrip().splitlines()[-1].startswith(f"error: {tmp_path / 'nope.yaml'}: cannot read")
 
 
 def test_a_stray_decoding_error_names_the_file_it_came_from(monkeypatch, capsys, tmp_path):
