@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
-from harness.jsonl import read_json
+from harness.jsonl import check_writable, read_json
 
 config_option = click.option(
     "--config",
@@ -499,7 +499,6 @@ def _judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> dict:
 )
 def theory(out_dir: Path) -> None:
     """The paper's Theorem 1 and Fig. 2: win rate against KL, closed form vs Monte Carlo."""
-    from harness.jsonl import check_writable
     from harness.report import rich_table, theory_table
     from harness.roles import console
     from harness.theory import plot_theory, theory_summary
@@ -564,7 +563,6 @@ def _profile_name(config_path: Path | None) -> str:
 def bench(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None, smoke: bool) -> None:
     """Verifier throughput: engine ceiling, layouts, grammar cost, scaling, step split."""
     from harness.bench import print_bench, run_bench
-    from harness.jsonl import check_writable
     from harness.roles import console
 
     config = prepare_run(config_path, overrides)
