@@ -6,13 +6,16 @@ after the offline guard has set the environment, so `harness --help` answers at 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
-from harness.config import ConfigError, HarnessConfig, dump_config, load_config
+from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
+from harness.jsonl import check_writable, read_json
 
 config_option = click.option(
     "--config",
@@ -30,11 +33,21 @@ set_option = click.option(
 )
 
 
-def prepare_run(config_path: Path | None, overrides: tuple[str, ...]) -> HarnessConfig:
-    """Load the profile, apply the offline guard, and write the resolved config to the run."""
+def prepare_run(
+    config_path: Path | None, overrides: tuple[str, ...], stages: tuple[str, ...] = ()
+) -> HarnessConfig:
+    """Load the profile, check that it has the roles of `stages`, apply the offline guard,
+    and write the resolved config to the run."""
     from harness.offline import apply_environment
 
     config = load_config(config_path, list(overrides))
+    if stages:
+        from harness.pipeline import check_roles
+
+        try:
+            check_roles(config, stages)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_path or DEFAULT_PROFILE}: {exc}") from None
     apply_environment(config.offline)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
@@ -43,12 +56,17 @@ def prepare_run(config_path: Path | None, overrides: tuple[str, ...]) -> Harness
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="harness")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="On an error, show the traceback (or HARNESS_DEBUG=1).")
+def main(debug: bool) -> None:
     """Rubric rewards for LLM post-training on local, open-weight models.
 
     Roles (policy, proposer, verifier, judge) map to backends and models in a YAML profile;
     everything runs offline unless the profile says `offline: false`.
     """
+    if debug:
+        from harness.errors import DEBUG_VARIABLE
+
+        os.environ[DEBUG_VARIABLE] = "1"
 
 
 @main.group()
@@ -254,9 +272,9 @@ def stage_command(last: str, help_text: str) -> click.Command:
     @config_option
     @set_option
     def command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
-        from harness.pipeline import run_stages
+        from harness.pipeline import STAGES, run_stages
 
-        config = prepare_run(config_path, overrides)
+        config = prepare_run(config_path, overrides, STAGES[: STAGES.index(last) + 1])
         show_stages(run_stages(config, last), config.run_dir)
 
     return command
@@ -358,8 +376,9 @@ def export_rubrics(config_path: Path | None, overrides: tuple[str, ...], output_
 def eval_command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """The whole job: rubrics, verifier comparison, GRPO, judge, theory, report (resumable)."""
     from harness.evaluation import build_summary, run_eval
+    from harness.pipeline import STAGES
 
-    config = prepare_run(config_path, overrides)
+    config = prepare_run(config_path, overrides, STAGES)
     results = run_eval(config)
     _write_and_show_report(build_summary(config, _profile_name(config_path), results), config)
 
@@ -373,7 +392,7 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run
     from harness.roles import RolePool, console, run_context
 
-    config = prepare_run(config_path, overrides)
+    config = prepare_run(config_path, overrides, STAGES)
     with RolePool(run_context(config)) as pool:
         run = Run(config, pool)
         results = [STAGE_FUNCTIONS[stage](run) for stage in STAGES]
@@ -381,7 +400,7 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     show_stages(results, config.run_dir)
     from harness.report import rich_table, verifier_agreement_table, verifier_speed_table
 
-    metrics = json.loads((config.run_dir / "compare" / "metrics.json").read_text())
+    metrics = read_json(config.run_dir / "compare" / "metrics.json")
     console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
     console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
     console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
@@ -437,7 +456,7 @@ def _judge_trained_vs_base(config: HarnessConfig) -> dict:
             f"{config.run_dir}: no trained adapter to judge (run `harness train` first, "
             "or give --a and --b candidate files)"
         )
-    return json.loads((config.run_dir / "judge" / "summary.json").read_text())
+    return read_json(config.run_dir / "judge" / "summary.json")
 
 
 def _judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> dict:
@@ -484,6 +503,7 @@ def theory(out_dir: Path) -> None:
     from harness.roles import console
     from harness.theory import plot_theory, theory_summary
 
+    check_writable(out_dir / "theory_fig2a.png")
     summary = theory_summary()
     console.print(rich_table("win rate against KL", theory_table({"theory": summary})))
     for name, path in plot_theory(out_dir).items():
@@ -503,7 +523,7 @@ def report(run_dir: Path) -> None:
         update={"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
     )
     previous = run_dir / "summary.json"
-    profile = json.loads(previous.read_text())["run"]["profile"] if previous.is_file() else "-"
+    profile = read_json(previous).get("run", {}).get("profile", "-") if previous.is_file() else "-"
     _write_and_show_report(build_summary(config, profile), config)
 
 
@@ -547,6 +567,7 @@ def bench(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None, s
 
     config = prepare_run(config_path, overrides)
     folder = out_dir or config.run_dir
+    check_writable(folder / "bench.json")
     result = run_bench(config, folder, smoke=smoke, console=console)
     print_bench(result, console)
     console.print(f"bench: {folder / 'bench.json'}")
@@ -559,10 +580,6 @@ def _terminate(signum: int, frame: object) -> None:
 
 def run() -> None:
     """Console entry point: clear one-line errors for bad input, never a traceback."""
-    from harness.jsonl import InputError
-    from harness.models.manifest import ModelNotFoundError
-    from harness.offline import OfflineError
-
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main(standalone_mode=False)
@@ -572,13 +589,16 @@ def run() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (ConfigError, InputError, OfflineError, ModelNotFoundError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except Exception as exc:  # a backend that cannot start, a server that died
-        from harness.backends.base import BackendError
+    except Exception as exc:
+        sys.exit(_report_error(exc))
 
-        if not isinstance(exc, BackendError):
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
+
+def _report_error(exc: Exception) -> int:
+    """Print an error that ended the command (the traceback only with --debug); its status."""
+    from harness.errors import debugging, explain
+
+    message, status = explain(exc)
+    if debugging():
+        traceback.print_exception(exc)
+    click.echo(f"error: {message}", err=True)
+    return status

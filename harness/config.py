@@ -16,16 +16,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.jsonl import InputError, read_text
 from harness.models.manifest import PROJECT_ROOT
+from harness.profile_yaml import ConfigError, compose, construct, key_lines, kind_of
 from harness.types import Sampling
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "default.yaml"
 ROLE_NAMES = ("policy", "proposer", "verifier", "judge")
 BackendName = Literal["vllm", "vllm-server", "openai", "transformers", "scripted"]
-
-
-class ConfigError(ValueError):
-    """A profile that cannot be used; the message names file, line, key and a fix."""
 
 
 class StrictModel(BaseModel):
@@ -73,6 +71,8 @@ class Roles(StrictModel):
     @field_validator("verifier", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
+        if value == []:
+            raise ValueError("an empty list: give at least one verifier, or leave the key out")
         return [value] if isinstance(value, dict) else value
 
     def get(self, role: str) -> RoleConfig:
@@ -220,6 +220,18 @@ class HarnessConfig(StrictModel):
     judge: JudgeConfig = JudgeConfig()
     eval: EvalConfig = EvalConfig()
 
+    @field_validator("run_name")
+    @classmethod
+    def _inside_runs_dir(cls, name: str) -> str:
+        # the run folder is runs_dir/run_name, and stages write and delete inside it
+        if name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+            raise ValueError(
+                f"{name!r} is not a folder name: no path separators or control characters, "
+                "not '.' or '..' "
+                "(the run folder is always inside runs_dir; set runs_dir to move it)"
+            )
+        return name
+
     @model_validator(mode="after")
     def _criteria_bounds(self) -> HarnessConfig:
         if self.propose.min_criteria > self.propose.max_criteria:
@@ -266,16 +278,18 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Ha
     """Read a profile, apply `a.b=c` overrides, validate; errors name file, line and key."""
     path = Path(path) if path else DEFAULT_PROFILE
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile ({exc.strerror})") from exc
-    try:
-        raw = yaml.safe_load(text) or {}
-        lines = _key_lines(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}:1: a profile is a mapping of keys, not {type(raw).__name__}")
+        text = read_text(path)
+    except InputError as exc:
+        raise ConfigError(str(exc).replace(": cannot read (", ": cannot read profile (")) from None
+    root = compose(text, str(path))
+    if root is None or (isinstance(root, yaml.MappingNode) and not root.value):
+        raise ConfigError(
+            f"{path}: the profile is empty; give at least its roles (see configs/default.yaml)"
+        )
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{path}:1: a profile is a mapping of keys, not {kind_of(root)}")
+    raw = construct(root, str(path))
+    lines = key_lines(root)
     for item in overrides:
         _apply_override(raw, item)
     try:
@@ -287,6 +301,8 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Ha
 def dump_config(config: HarnessConfig) -> str:
     """The resolved profile as YAML (the env var name of an API key, never its value)."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if not data["roles"]["verifier"]:
+        del data["roles"]["verifier"]  # `verifier: []` is refused on load: say nothing instead
     if config.propose.criterion_pattern:
         for replaced in ("min_criterion_chars", "max_criterion_chars"):
             data["propose"].pop(replaced)
@@ -308,31 +324,18 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {item!r}: {part!r} does not lead to a mapping or list item")
     last = parts[-1]
     if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = yaml.safe_load(value)
+        node[int(last)] = _override_value(item, value)
     elif isinstance(node, dict):
-        node[last] = yaml.safe_load(value)
+        node[last] = _override_value(item, value)
     else:
         raise ConfigError(f"--set {item!r}: cannot set {last!r} there")
 
 
-def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each key path of a YAML document to its 1-based line."""
-    index: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                index[path + (key_node.value,)] = key_node.start_mark.line + 1
-                walk(value_node, path + (key_node.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                index[path + (i,)] = item.start_mark.line + 1
-                walk(item, path + (i,))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return index
+def _override_value(item: str, value: str) -> Any:
+    """The YAML value of `--set KEY=VALUE` (`7`, `true`, `[a, b]`, `{x: 1}`, or a string)."""
+    source = f"--set {item!r}: the value"
+    root = compose(value, source, numbered=False)
+    return None if root is None else construct(root, source, numbered=False)
 
 
 def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
@@ -371,12 +374,36 @@ def _describe(exc: ValidationError, path: Path, lines: dict, overrides: list[str
         loc = tuple(error["loc"])
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(loc, lines)
-        where = f"{path}:{line}" if line else f"{path}"
-        if any(o.startswith(dotted.rsplit(".", 1)[0]) for o in overrides) and not line:
-            where = f"{path} (after --set)"
+        override = _override_of(loc, overrides)
+        if override is not None:
+            where = f"--set {override}"  # the value came from the command line, not the file
+        else:
+            where = f"{path}:{line}" if line else f"{path}"
         message = f"{where}: {dotted}: {error['msg']}"
         if error["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _all_field_names(), n=1)
             message += f" (did you mean {close[0]!r}?)" if close else " (remove it)"
         messages.append(message)
+    # every problem names its file and line, or the --set it came from
+    if len(messages) == 1:
+        return f"invalid profile: {messages[0]}"
     return "invalid profile:\n  " + "\n  ".join(messages)
+
+
+def _override_of(loc: tuple[Any, ...], overrides: list[str]) -> str | None:
+    """The last `--set` whose key is `loc` or holds it; a list index the key leaves out (a
+    single verifier given as a mapping is item 0 of the list) may be skipped."""
+    found = None
+    for item in overrides:
+        parts = item.partition("=")[0].split(".")
+        matched = 0
+        for part in loc:
+            if matched == len(parts):
+                break
+            if str(part) == parts[matched]:
+                matched += 1
+            elif not isinstance(part, int):
+                break
+        if matched == len(parts):
+            found = item
+    return found

@@ -32,7 +32,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
-from harness.jsonl import InputError, read_lines, read_records, validation_message, write_records
+from harness.jsonl import (
+    InputError,
+    read_json,
+    read_lines,
+    read_records,
+    validation_message,
+    write_records,
+)
 from harness.types import Candidate, ChatMessage, Criterion, Prompt, Record, Rubric
 
 SUPPORTED_PROMPT_FORMATS = (
@@ -84,8 +91,15 @@ def _repeat_of(seen: dict[str, int], key: str, number: int) -> int | None:
 
 
 def load_prompts(path: Path) -> list[Prompt]:
-    """Read prompts from any supported format; ids must be present and unique."""
-    path = Path(path)
+    """Read prompts from any supported format; ids must be present and unique, and there
+    must be at least one (an empty file fails here, before any engine starts)."""
+    prompts = _load_prompts(Path(path))
+    if not prompts:
+        raise InputError(f"{path}: no prompts in this file; a run needs at least one")
+    return prompts
+
+
+def _load_prompts(path: Path) -> list[Prompt]:
     if path.is_dir():
         return _parse_prompts(path, enumerate(_saved_dataset_rows(path)), "row", _table_fields)
     if not path.exists():
@@ -153,12 +167,7 @@ def _is_healthbench(path: Path) -> bool:
 
 
 def _json_list_rows(path: Path) -> Iterator[Row]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     for index, item in enumerate(data):

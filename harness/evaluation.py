@@ -23,7 +23,7 @@ from typing import Any
 from harness.compare import compare_verifiers
 from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates, load_prompts
-from harness.jsonl import read_lines, write_atomic, write_records
+from harness.jsonl import read_json, read_lines, write_atomic, write_records
 from harness.judge import judge_pairs, pair_up, summarise
 from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run, StageResult, reward_rows, run_stage
 from harness.policy import adapter_rank, checkpoint_adapters, final_adapter, policy_role_config
@@ -386,7 +386,7 @@ def build_summary(
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _stage_rows(

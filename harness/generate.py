@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import HarnessConfig
-from harness.jsonl import read_records, write_records
+from harness.jsonl import InputError, check_writable, read_records, write_records
 from harness.types import ChatRequest, Completion, Sampling
 
 
@@ -42,15 +42,32 @@ def load_requests(path: Path, sampling: Sampling, num_samples: int = 1) -> list[
             if not isinstance(prompt, str):
                 raise ValueError("prompt: expected a string")
             line["messages"] = [{"role": "user", "content": prompt}]
-        line["sampling"] = {**sampling.model_dump(), **line.get("sampling", {})}
+        if isinstance(line.get("sampling", {}), dict):
+            line["sampling"] = {**sampling.model_dump(), **line.get("sampling", {})}
+        if isinstance(line.get("json_schema"), dict):
+            check_schema(line["json_schema"])
         return line
 
     requests = read_records(path, ChatRequest, prepare)
+    if not requests:
+        raise InputError(f"{path}: no requests in this file")
     return [
         r.model_copy(update={"sample_index": r.sample_index + k, "id": r.id or f"line{n + 1}"})
         for n, r in enumerate(requests)
         for k in range(num_samples)
     ]
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """A schema must be a valid JSON Schema here, not 3 minutes later inside an engine."""
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        at = f" at {where}" if where else ""
+        raise ValueError(f"json_schema: not a valid JSON Schema{at}: {exc.message}") from None
 
 
 def output_row(request: ChatRequest, completion: Completion) -> dict[str, Any]:
@@ -75,6 +92,7 @@ def generate_file(
     role_config = config.roles.get(role_name)
     requests = load_requests(input_path, role_config.sampling, num_samples)
     output_path = output_path or config.run_dir / "generate" / f"{role_name}.jsonl"
+    check_writable(output_path)
     with open_role(role_name, role_config, run_context(config)) as role:
         completions = role.generate(requests)
         stats = role.stats

@@ -217,6 +217,22 @@ STAGE_FUNCTIONS = {
 }
 
 
+STAGE_ROLES: dict[str, Callable[[HarnessConfig], object]] = {
+    "rollouts": lambda c: c.rollout_models(),
+    "propose": lambda c: c.roles.get("proposer"),
+    "refine": lambda c: (c.roles.get("proposer"), c.verifier(c.refine.verifier)),
+    "verify": lambda c: c.verifier(),
+}
+
+
+def check_roles(config: HarnessConfig, stages: tuple[str, ...] = STAGES) -> None:
+    """Raise the ConfigError a stage would raise for a role missing from the profile, before
+    the stages before it start their engines."""
+    for stage in stages:
+        if stage in STAGE_ROLES:
+            STAGE_ROLES[stage](config)
+
+
 def run_stages(config: HarnessConfig, last: str) -> list[StageResult]:
     """Run every stage up to `last` in pipeline order; finished ones are reused."""
     from harness.roles import run_context

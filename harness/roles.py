@@ -128,11 +128,16 @@ def run_context(config: HarnessConfig) -> RunContext:
 
 
 def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:
-    backend = create_backend(name, role_config, context)
-    if context.cache and role_config.backend != "scripted":
-        cache = CompletionCache(context.cache_dir / "completions.sqlite")
-        backend = CachedBackend(backend, cache)
-    return Role(name, role_config, backend)
+    if not context.cache or role_config.backend == "scripted":
+        return Role(name, role_config, create_backend(name, role_config, context))
+    # the cache opens first: a damaged cache file fails at once, not after an engine start
+    cache = CompletionCache(context.cache_dir / "completions.sqlite")
+    try:
+        backend = create_backend(name, role_config, context)
+    except BaseException:
+        cache.close()
+        raise
+    return Role(name, role_config, CachedBackend(backend, cache))
 
 
 class RolePool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.jsonl import write_atomic
+from harness.jsonl import InputError, read_text, write_atomic
 from harness.types import Record
 
 
@@ -48,7 +48,21 @@ class RunState:
     def _load(self) -> dict[str, Any]:
         if not self.path.is_file():
             return {}
-        return json.loads(self.path.read_text(encoding="utf-8"))
+        fix = "delete it and rerun: finished stages then run again, their model calls cached"
+        try:
+            state = json.loads(read_text(self.path))
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{self.path}:{exc.lineno}: the run's stage record is damaged ({exc.msg}, "
+                f"column {exc.colno}); {fix}"
+            ) from None
+        entries = state.values() if isinstance(state, dict) else [None]
+        if not all(isinstance(e, dict) and isinstance(e.get("fingerprint"), str) for e in entries):
+            raise InputError(
+                f"{self.path}: the run's stage record is damaged (expected "
+                f'{{"STAGE": {{"fingerprint": ...}}}}); {fix}'
+            )
+        return state
 
     def is_done(self, stage: str, stage_fingerprint: str, outputs: list[Path]) -> bool:
         entry = self._load().get(stage)

@@ -36,7 +36,7 @@ from typing import Any
 from harness import machine
 from harness.backends import RunContext
 from harness.config import ConfigError, HarnessConfig, RoleConfig, VerifyConfig
-from harness.jsonl import InputError, read_records, write_atomic
+from harness.jsonl import InputError, read_records, read_text, write_atomic
 from harness.reward import score
 from harness.roles import Role, build_role
 from harness.types import Candidate, Prompt, Rubric, latest_versions
@@ -157,7 +157,7 @@ def training_data(config: HarnessConfig) -> TrainingData:
         rubrics = load_rubrics(config.run_dir / "rubrics.jsonl")
     else:
         path = config.project_path(source)
-        first = path.read_text(encoding="utf-8").lstrip()[:2000]
+        first = read_text(path).lstrip()[:2000]
         if '"prompt_id"' in first and '"points"' in first:
             data = load_healthbench(path)
             prompts, rubrics = data.prompts, data.rubrics
@@ -166,7 +166,10 @@ def training_data(config: HarnessConfig) -> TrainingData:
     latest = latest_versions(rubrics)
     with_rubric = {p.id: p for p in prompts if p.id in latest}
     if not with_rubric:
-        raise InputError("no prompt has a rubric: run `harness refine` or set train.rubrics")
+        where = f"{config.project_path(source)}: " if source else ""
+        raise InputError(
+            f"{where}no prompt has a rubric: run `harness refine` or set train.rubrics"
+        )
     return TrainingData(with_rubric, latest)
 
 

@@ -123,3 +123,23 @@ def test_criterion_length_bounds_are_checked_and_reach_the_schema(tmp_path):
     config = load_config(write(tmp_path, "propose: {criterion_pattern: '^The [a-z]{5,40}$'}"))
     item = json_schema_of(proposal_type(config.propose))["$defs"]["Item"]
     assert item["properties"]["criterion"] == {"pattern": "^The [a-z]{5,40}$", "type": "string"}
+
+
+def test_merge_keys_may_override_what_they_bring_in(tmp_path):
+    text = (
+        "roles:\n  policy: &base {backend: vllm, model: tiny-s, engine: {dtype: float32}}\n"
+        "  judge:\n    <<: *base\n    model: tiny-m\n"
+    )
+    config = load_config(write(tmp_path, text))  # `model` repeats the merged one: allowed
+    assert config.roles.judge.model == "tiny-m" and config.roles.judge.engine == {
+        "dtype": "float32"
+    }
+    with pytest.raises(ConfigError, match=r"profile.yaml:6: key 'model' repeats the one on line 5"):
+        load_config(write(tmp_path, text + "    model: tiny-l\n"))
+
+
+def test_profile_without_verifiers_round_trips_through_the_saved_config(tmp_path):
+    config = load_config(write(tmp_path, "roles:\n  judge: {backend: vllm, model: m}\n"))
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert load_config(saved) == config

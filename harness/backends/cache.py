@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.backends.base import Advance, Backend
+from harness.jsonl import InputError
 from harness.types import ChatRequest, Completion
 
 
@@ -23,35 +27,57 @@ def cache_key(identity: dict[str, Any], request: ChatRequest) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+class CacheError(InputError):
+    """The completion cache file cannot be used; the message names it and the way out."""
+
+
 class CompletionCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS completions"
-            " (key TEXT PRIMARY KEY, completion TEXT NOT NULL)"
-        )
-        self._db.commit()
+        with self._failing_as_cache_error():
+            self._db = sqlite3.connect(path, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS completions"
+                " (key TEXT PRIMARY KEY, completion TEXT NOT NULL)"
+            )
+            self._db.commit()
+
+    @contextmanager
+    def _failing_as_cache_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:  # read-only folder, locked, cannot open
+            raise CacheError(
+                f"{self.path}: cannot use the completion cache ({exc}); make its folder "
+                "writable, or run with --set cache=false"
+            ) from None
+        except (sqlite3.DatabaseError, ValidationError) as exc:
+            reason = exc if isinstance(exc, sqlite3.Error) else "a stored answer does not parse"
+            raise CacheError(
+                f"{self.path}: the completion cache is damaged ({reason}); delete the file "
+                "(its answers are then asked of the models again), or run with --set cache=false"
+            ) from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk
-            )
-            for key, text in rows:
-                found[key] = Completion.model_validate_json(text).model_copy(
-                    update={"cached": True}
+        with self._failing_as_cache_error():
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk
                 )
+                for key, text in rows:
+                    found[key] = Completion.model_validate_json(text).model_copy(
+                        update={"cached": True}
+                    )
         return found
 
     def put_many(self, items: Sequence[tuple[str, Completion]]) -> None:
         rows = [(k, c.model_dump_json()) for k, c in items if c.ok]
-        with self._db:
+        with self._failing_as_cache_error(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
 
     def close(self) -> None:
