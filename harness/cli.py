@@ -577,7 +577,11 @@ def run() -> None:
         sys.exit(2)
     except Exception as exc:  # a backend that cannot start, a server that died
         from harness.backends.base import BackendError
+        from harness.verifier import UnscoredShareError
 
+        if isinstance(exc, UnscoredShareError):  # a stage left unfinished, its records kept
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(4)
         if not isinstance(exc, BackendError):
             raise
         click.echo(f"error: {exc}", err=True)
