@@ -26,8 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.base import Backend, BackendGone, RunContext
+from harness.config import RoleConfig
 from harness.pipeline import STAGES
 
+from ..conftest import verdict_requests
 from ..fakes import ProxyListener
 
 pytestmark = pytest.mark.integration
@@ -194,3 +197,20 @@ def test_a_killed_verifier_server_stops_the_stage_and_the_rerun_matches(tiny_mod
     assert_same_records(runs / "killed", runs / "straight", RECORD_FILES)
     print(f"\nserved verifier killed mid-verify: {kept} of {num_requests['model_calls']} answers "
           f"kept, rerun identical; uninterrupted run {straight_s:.1f} s")  # fmt: skip
+
+
+def test_a_dead_vllm_engine_is_backend_gone(tmp_path):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from harness.backends.vllm_engine import VLLMEngineBackend
+
+    class DeadEngine:
+        def chat(self, *args, **kwargs):
+            raise EngineDeadError()
+
+    backend = object.__new__(VLLMEngineBackend)
+    Backend.__init__(backend, "verifier", RoleConfig(backend="vllm", model="tiny-s"),
+                     RunContext(run_dir=tmp_path))  # fmt: skip
+    backend.llm, backend._lora_ids = DeadEngine(), {}
+    with pytest.raises(BackendGone, match="engine of tiny-s died mid-run"):
+        backend.generate(verdict_requests(2))
