@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ NUM_CHAINS = 3  # runs killed and resumed, each compared with the uninterrupted 
 KILLS_PER_CHAIN = 3
 SEED = 11
 SECRET = "nurse:hunter2"
+KILL_AFTER_ANSWERS = 10  # of the served verify stage's 96 requests
 
 SCRIPTED = """
 runs_dir: {runs}
@@ -155,6 +157,20 @@ def server_pid(log: Path, process: subprocess.Popen, timeout_s: float) -> int:
     raise AssertionError(f"the server did not start; see {log}")
 
 
+def wait_for_answers(port: int, num: int, process: subprocess.Popen) -> None:
+    """Until the server has answered `num` requests (its Prometheus counter), whatever the
+    speed of this machine."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        text = opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        lines = [x for x in text.splitlines() if x.startswith("vllm:request_success_total")]
+        if sum(float(x.rsplit(" ", 1)[1]) for x in lines) >= num:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not answer {num} requests before the run ended")
+
+
 def cached_answers(run_dir: Path) -> int:
     with sqlite3.connect(run_dir / "cache" / "completions.sqlite") as db:
         return int(db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
@@ -174,8 +190,10 @@ def test_a_killed_verifier_server_stops_the_stage_and_the_rerun_matches(tiny_mod
 
         harness = subprocess.Popen(command(profile, "killed"), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-        pid = server_pid(runs / "killed" / "logs" / "verifier-vllm-server.log", harness, 600)
-        time.sleep(2.5)  # into the verify stage: its requests go one at a time
+        log = runs / "killed" / "logs" / "verifier-vllm-server.log"
+        pid = server_pid(log, harness, 600)
+        port = int(log.read_text().split("--port ")[1].split()[0])
+        wait_for_answers(port, KILL_AFTER_ANSWERS, harness)  # requests go one at a time
         os.killpg(pid, signal.SIGKILL)
         _, stderr = harness.communicate(timeout=120)
         assert harness.returncode == 3, stderr[-3000:]
