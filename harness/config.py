@@ -47,7 +47,13 @@ class RoleConfig(StrictModel):
     request_timeout_s: float = Field(600.0, gt=0)
     startup_timeout_s: float = Field(600.0, gt=0)
     replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
-    rule: Literal["keyword"] | None = Field(None, description="scripted backend: a built-in rule")
+    rule: Literal["keyword", "synthetic"] | None = Field(
+        None, description="scripted backend: a built-in rule"
+    )
+    # changes no answer, so it stays out of fingerprints and the saved config (`exclude`)
+    delay_s: float = Field(
+        0.0, ge=0, le=10, exclude=True, description="scripted backend: seconds per request"
+    )
 
     @model_validator(mode="after")
     def _backend_needs(self) -> RoleConfig:
@@ -127,6 +133,16 @@ class VerifyConfig(StrictModel):
     reward: Literal["paper", "healthbench", "unweighted"] = "healthbench"
     min_scored_share: float = Field(0.5, ge=0.0, le=1.0)
     logprobs: int = Field(5, ge=0, le=20, description="top logprobs for P(yes) in `each` mode")
+    # Left out of stage fingerprints (`exclude`): it decides whether a stage is done, not what
+    # it writes, so changing it reruns nothing that finished.
+    max_unscored_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        exclude=True,
+        description="a verify stage or refine iteration with a larger share of unscored verdicts "
+        "stops unfinished (records kept, a rerun asks again); 1.0 turns the check off",
+    )
 
 
 class RefineConfig(StrictModel):
@@ -303,6 +319,7 @@ def dump_config(config: HarnessConfig) -> str:
     data = config.model_dump(mode="json", exclude_none=True)
     if not data["roles"]["verifier"]:
         del data["roles"]["verifier"]  # `verifier: []` is refused on load: say nothing instead
+    data["verify"]["max_unscored_share"] = config.verify.max_unscored_share
     if config.propose.criterion_pattern:
         for replaced in ("min_criterion_chars", "max_criterion_chars"):
             data["propose"].pop(replaced)

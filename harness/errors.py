@@ -3,8 +3,9 @@ key where known) and what to do, with an exit status; never a traceback unless a
 
 Exit status: 2 for anything the user can fix on their side (a profile, a data file, a file or
 folder that cannot be read or written, a damaged run or cache file), 3 for a backend that
-cannot serve, 1 for anything else. `harness --debug ...` (or HARNESS_DEBUG=1) adds the
-traceback.
+cannot serve, 4 for a stage left unfinished because too many of its answers are unscored
+(its records kept for the rerun), 1 for anything else. `harness --debug ...` (or
+HARNESS_DEBUG=1) adds the traceback.
 
     harness --debug verify -c configs/tiny.yaml
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 DEBUG_VARIABLE = "HARNESS_DEBUG"
 INPUT_STATUS = 2
 BACKEND_STATUS = 3
+UNSCORED_STATUS = 4
 
 # file-system errors the user can act on even when the OS names no file (a full disk on write)
 FILE_HINTS = {
@@ -47,7 +49,10 @@ def explain(exc: Exception) -> tuple[str, int]:
     from harness.jsonl import InputError
     from harness.models.manifest import ModelNotFoundError
     from harness.offline import OfflineError
+    from harness.verifier import UnscoredShareError
 
+    if isinstance(exc, UnscoredShareError):
+        return str(exc), UNSCORED_STATUS
     if isinstance(exc, ConfigError | InputError | OfflineError | ModelNotFoundError):
         return str(exc), INPUT_STATUS
     if isinstance(exc, BackendError):

@@ -3,12 +3,20 @@
 `apply_environment` runs before any heavy import (torch, transformers, vLLM) and sets the
 variables that stop hub downloads and usage statistics; telemetry stays off even online.
 `check_endpoint` refuses any URL whose host is not a loopback address while offline.
+
+Proxies: offline, every `*_proxy` variable (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, either case) is
+removed from the environment of the run and of everything it starts (vLLM servers, TRL), so no
+request, health check or library call can reach a proxy; one line on stderr says so, naming
+the variables but never their values (a proxy URL may carry credentials). Online, loopback
+addresses are added to NO_PROXY, and clients of loopback endpoints ignore proxies anyway.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import sys
+from collections.abc import Mapping, MutableMapping
 from urllib.parse import urlparse
 
 from harness.models.manifest import PROJECT_ROOT
@@ -27,6 +35,7 @@ NO_DOWNLOADS = {
     "HF_DATASETS_OFFLINE": "1",
 }
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
 
 
 class OfflineError(PermissionError):
@@ -38,9 +47,18 @@ def apply_environment(offline: bool) -> None:
     os.environ.update(NO_TELEMETRY)
     if offline:
         os.environ.update(NO_DOWNLOADS)
+        removed = proxy_variables(os.environ)
+        for name in removed:
+            del os.environ[name]
+        if removed:
+            print(f"offline: ignoring {', '.join(sorted(removed))} for loopback endpoints "
+                  "(removed from this run's environment and every process it starts)",
+                  file=sys.stderr)  # fmt: skip
     else:
         for name in NO_DOWNLOADS:
             os.environ.pop(name, None)
+        if proxy_variables(os.environ):
+            _bypass_loopback(os.environ)
     cache_root = PROJECT_ROOT / ".cache"
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root / "vllm"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root / "inductor"))
@@ -49,6 +67,36 @@ def apply_environment(offline: bool) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def proxy_variables(environ: Mapping[str, str]) -> list[str]:
+    """The names of every proxy setting urllib, requests and httpx read (`*_proxy`, either
+    case, NO_PROXY aside)."""
+    return [
+        name
+        for name in environ
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy" and environ[name]
+    ]
+
+
+def _bypass_loopback(environ: MutableMapping[str, str]) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h.strip() for h in environ.get(name, "").split(",") if h.strip()]
+        environ[name] = ",".join(hosts + [h for h in LOOPBACK_NO_PROXY if h not in hosts])
+
+
+def child_environment(offline: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the harness starts: offline, without any proxy setting
+    (even one set after `apply_environment`)."""
+    environ = {**os.environ, **(extra or {})}
+    if offline:
+        for name in proxy_variables(environ):
+            del environ[name]
+    return environ
+
+
+def is_loopback_url(url: str) -> bool:
+    return is_loopback_host(urlparse(url).hostname or "")
 
 
 def is_loopback_host(host: str) -> bool:

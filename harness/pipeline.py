@@ -3,6 +3,8 @@
 Each stage reads the files of the stages before it, writes its own files atomically, and
 records its input fingerprint in `stages.json`; rerunning a finished stage does nothing, and a
 killed stage reruns from its last checkpoint with its model calls answered from the cache.
+A stage whose backend went away (`BackendGone`) or whose verdicts are mostly unscored
+(`verify.max_unscored_share`) raises and is not marked done; the stages after it do not run.
 
 Run folder: `prompts.jsonl`, `candidates.jsonl`, `rubrics.jsonl` (every version, with
 lineage), `refine.jsonl` (per-iteration statistics), `verdicts.jsonl`, `rewards.jsonl`,
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.base import BackendGone
 from harness.config import HarnessConfig
 from harness.datasets import load_candidates, load_prompts, load_rubrics
 from harness.jsonl import read_records, write_records
@@ -30,7 +33,7 @@ from harness.roles import RolePool
 from harness.rollouts import order_pool, roll_out
 from harness.runstate import RunState, Skip, fingerprint
 from harness.types import Prompt, Rubric, latest_versions
-from harness.verifier import Job, met_by_candidate, verify
+from harness.verifier import Job, check_unscored, met_by_candidate, verify
 
 STAGES = ("prompts", "rollouts", "propose", "refine", "verify")
 
@@ -84,7 +87,10 @@ def run_stage(
     if run.state.is_done(stage, stage_fingerprint, [run.path(o) for o in outputs]):
         return StageResult(stage, reused=True, counts=run.state.counts(stage))
     started, calls_before = time.perf_counter(), run.pool.cache_counts()
-    counts = body()
+    try:
+        counts = body()
+    except BackendGone as gone:
+        raise BackendGone(f"{stage} stopped, not marked done: {gone}", gone.finished) from gone
     seconds = round(time.perf_counter() - started, 2)
     hits, misses = (after - before for after, before in zip(run.pool.cache_counts(), calls_before))
     counts |= {"model_calls": hits + misses, "cache_hits": hits}
@@ -185,6 +191,7 @@ def stage_verify(run: Run) -> StageResult:
         rewards = reward_rows(jobs, verdicts, run.config)
         write_records(run.path("rewards.jsonl"), rewards)
         unscored = sum(v.met is None for v in verdicts)
+        check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
                 "unscored_rewards": sum(r["reward"] is None for r in rewards)}  # fmt: skip
 

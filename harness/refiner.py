@@ -9,7 +9,9 @@ candidates remain. Each iteration records how many prompts had their top two tie
 how many of those the new rubric separates, and the criteria count.
 
 Every iteration is checkpointed atomically under `refine/`, so a killed run resumes at the
-next iteration and ends with the same records as an uninterrupted one.
+next iteration and ends with the same records as an uninterrupted one. An iteration whose
+verification is mostly unscored (`verify.max_unscored_share`) stops refinement before any
+rubric is rewritten from it.
 
     harness refine -c configs/default.yaml
 """
@@ -28,7 +30,7 @@ from harness.reward import score
 from harness.roles import Role
 from harness.runstate import Skip
 from harness.types import Candidate, Prompt, Record, Rubric, Verdict
-from harness.verifier import Job, met_by_candidate, verify
+from harness.verifier import Job, check_unscored, met_by_candidate, verify
 
 Scores = dict[str, float | None]
 
@@ -164,6 +166,9 @@ def _iterate(
     jobs = [Job(p, c, state.current[p.id]) for p in active
             for c in _remaining(pools[p.id], state.used)]  # fmt: skip
     verdicts = verify(roles.verifier, jobs, config.verify.mode, templates, config.verify.logprobs)
+    write_records(folder / f"iteration-{iteration}.verdicts.jsonl", verdicts)
+    # rubrics are never rewritten from a verifier that mostly gave no answer
+    check_unscored(verdicts, config.verify.max_unscored_share, f"refine iteration {iteration}")
     scores = score_pool(jobs, verdicts, config)
     pairs = {p.id: select_pair(_remaining(pools[p.id], state.used), scores, config.refine.pair)
              for p in active}  # fmt: skip
@@ -183,7 +188,6 @@ def _iterate(
         num_unscored_verdicts=sum(v.met is None for v in verdicts),
     ))  # fmt: skip
     state.iteration = iteration
-    write_records(folder / f"iteration-{iteration}.verdicts.jsonl", verdicts)
     write_atomic(folder / f"iteration-{iteration}.json", [state.to_json()])
 
 

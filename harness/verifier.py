@@ -15,7 +15,8 @@ Modes:
   position only, so check a real verifier's agreement with `all` before relying on it.
 
 A verdict that cannot be obtained after the role's bounded retries is unscored (`met=None`)
-with its reason: counted and reported, never "no".
+with its reason: counted and reported, never "no". When more than `verify.max_unscored_share`
+of a batch is unscored, `check_unscored` stops the stage: it is not done, and a rerun asks again.
 
     harness verify -c configs/default.yaml
 """
@@ -43,6 +44,24 @@ from harness.types import (
     json_schema_of,
     verdict_type,
 )
+
+
+class UnscoredShareError(RuntimeError):
+    """Too many unscored verdicts for a stage to count as done."""
+
+
+def check_unscored(verdicts: Sequence[Verdict], max_share: float, where: str) -> None:
+    """Raise UnscoredShareError when the unscored share of `verdicts` passes `max_share`."""
+    unscored = [v for v in verdicts if v.met is None]
+    if not verdicts or len(unscored) / len(verdicts) <= max_share:
+        return
+    reason = unscored[0].unscored_reason or "no verdict"
+    raise UnscoredShareError(
+        f"{where}: {len(unscored)} of {len(verdicts)} verdicts unscored "
+        f"({len(unscored) / len(verdicts):.0%}), more than verify.max_unscored_share "
+        f"{max_share:.0%} (first reason: {reason.splitlines()[0][:160]}); not marked done, "
+        "rerun to ask again"
+    )
 
 
 class SingleVerdict(BaseModel):

@@ -3,7 +3,9 @@
 A backend translates requests (messages, sampling, optional JSON schema) into its engine's
 terms in exactly one place and returns one `Completion` per request, in order. It never raises
 for a single failed request: that request's completion carries `finish_reason="error"`. It
-raises `BackendError` only when the backend itself cannot work (bad model, server down, key).
+raises `BackendError` only when the backend itself cannot work (bad model, key), and
+`BackendGone` when it stopped working mid-run (connection refused, server exited, engine dead):
+that is no verdict on any request, so the stage stops unfinished and a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ Advance = Callable[[int], None]
 
 class BackendError(RuntimeError):
     """A backend that cannot serve at all; the message says which role and what to do."""
+
+
+class BackendGone(BackendError):
+    """A backend that stopped answering altogether. `finished` holds the completions obtained
+    before it went (request index -> completion), so that a cache can keep them."""
+
+    def __init__(self, message: str, finished: dict[int, Completion] | None = None) -> None:
+        super().__init__(message)
+        self.finished: dict[int, Completion] = finished or {}
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,11 @@ class Backend(ABC):
                 f"role {self.role!r}: the {self.name} backend cannot apply a LoRA adapter per "
                 "request; serve this role with the vllm or transformers backend"
             )
-        completions = self._generate(requests, advance)
+        try:
+            completions = self._generate(requests, advance)
+        except BackendGone as gone:
+            gone.finished = {i: parse_completion(requests[i], c) for i, c in gone.finished.items()}
+            raise
         return [parse_completion(r, c) for r, c in zip(requests, completions)]
 
     @abstractmethod

@@ -3,6 +3,8 @@
 The key hashes everything that changes an output: the backend's identity (backend, model,
 grammar engine, engine options) and the whole request (messages, sampling, seed, sample index,
 retry attempt, schema). Only clean answers are stored: never an error, never a truncation.
+When the backend goes away mid-batch, the answers it gave before are stored, so that the
+rerun asks only for the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.backends.base import Advance, Backend
+from harness.backends.base import Advance, Backend, BackendGone
 from harness.jsonl import InputError
 from harness.types import ChatRequest, Completion
 
@@ -116,7 +118,14 @@ class CachedBackend(Backend):
         self.misses += len(missing)
         if advance and len(requests) > len(missing):
             advance(len(requests) - len(missing))
-        fresh = self.inner.generate([requests[i] for i in missing], advance) if missing else []
+        try:
+            fresh = self.inner.generate([requests[i] for i in missing], advance) if missing else []
+        except BackendGone as gone:  # keep what was answered before it went, for the rerun
+            self.cache.put_many([(keys[missing[i]], c) for i, c in gone.finished.items()])
+            gone.finished = {missing[i]: c for i, c in gone.finished.items()} | {
+                i: found[k] for i, k in enumerate(keys) if k in found
+            }
+            raise
         self.cache.put_many([(keys[i], c) for i, c in zip(missing, fresh)])
         by_index = dict(zip(missing, fresh))
         return [found[k] if k in found else by_index[i] for i, k in enumerate(keys)]

@@ -5,20 +5,37 @@ the older `guided_json` extra). The API key is read from the environment variabl
 names, never from the profile. While offline only loopback endpoints are accepted. Requests
 run on a bounded thread pool (`concurrency`); the client retries transient errors a bounded
 number of times (`max_attempts`).
+
+A loopback endpoint is reached without any proxy from the environment, offline or not. A
+request that fails is that request's error (unscored downstream); an endpoint that is gone
+(connection refused while probing a loopback port, or `GONE_AFTER` connection failures in a
+row with no answer between) raises `BackendGone` instead, with the answers obtained so far.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from typing import Any
+from urllib.parse import urlparse
 
-from harness.backends.base import Advance, Backend, BackendError, RunContext, plain_messages
+from harness.backends.base import (
+    Advance,
+    Backend,
+    BackendError,
+    BackendGone,
+    RunContext,
+    plain_messages,
+)
 from harness.config import RoleConfig
-from harness.offline import check_endpoint
+from harness.offline import check_endpoint, is_loopback_url
 from harness.types import ChatRequest, Completion, TokenLogprob, failed_completion
+
+GONE_AFTER = 8  # connection failures in a row (each after the client's own retries)
 
 
 class OpenAIBackend(Backend):
@@ -31,6 +48,9 @@ class OpenAIBackend(Backend):
         self.base_url = base_url or config.base_url or ""
         check_endpoint(self.base_url, offline=context.offline, where=f"roles.{role}.base_url")
         self.model_name = config.served_model_name or config.model
+        self._gone: str | None = None
+        self._failures_in_a_row = 0
+        self._lock = threading.Lock()
         self.client = self._client()
 
     def _client(self):  # -> openai.OpenAI
@@ -44,12 +64,42 @@ class OpenAIBackend(Backend):
                     f"role {self.role!r}: environment variable {self.config.api_key_env} "
                     "(roles.*.api_key_env) is empty; export the API key there"
                 )
+        # A proxy from the environment would receive the requests (patient text) and the key.
+        http_client = openai.DefaultHttpxClient(trust_env=not is_loopback_url(self.base_url))
         return openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key,
             max_retries=self.config.max_attempts - 1,
             timeout=self.config.request_timeout_s,
+            http_client=http_client,
         )
+
+    def gone_reason(self) -> str | None:
+        """Why the endpoint is gone, or None. Only a loopback port is probed directly: a remote
+        one may be reachable through a proxy alone."""
+        if not is_loopback_url(self.base_url):
+            return None
+        url = urlparse(self.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=5):
+                return None
+        except TimeoutError:  # busy, not gone
+            return None
+        except OSError as exc:
+            return f"nothing answers at {url.hostname}:{port} ({exc.strerror or exc})"
+
+    def _connection_failed(self, error: Exception) -> None:
+        """Raise BackendGone when a failed connection means the endpoint is gone."""
+        with self._lock:
+            self._failures_in_a_row += 1
+            in_a_row = self._failures_in_a_row
+        reason = self.gone_reason()
+        if reason is None and in_a_row >= GONE_AFTER:
+            reason = f"{in_a_row} requests in a row could not connect ({error})"
+        if reason is not None:
+            self._gone = f"role {self.role!r} at {self.base_url}: {reason}; rerun to resume"
+            raise BackendGone(self._gone)
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "base_url": self.base_url, "served": self.model_name}
@@ -82,6 +132,8 @@ class OpenAIBackend(Backend):
     def _complete(self, request: ChatRequest) -> Completion:
         import openai
 
+        if self._gone:
+            raise BackendGone(self._gone)
         started = time.perf_counter()
         try:
             response = self.client.chat.completions.create(**self._arguments(request))
@@ -91,8 +143,14 @@ class OpenAIBackend(Backend):
             openai.NotFoundError,
         ) as exc:
             raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
+        except openai.APIConnectionError as exc:
+            if not isinstance(exc, openai.APITimeoutError):  # a slow request is its own failure
+                self._connection_failed(exc)
+            return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
         except openai.OpenAIError as exc:
             return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
+        with self._lock:
+            self._failures_in_a_row = 0
         choice = response.choices[0]
         usage = response.usage
         return Completion(
@@ -108,6 +166,8 @@ class OpenAIBackend(Backend):
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None
     ) -> list[Completion]:
+        if self._gone:
+            raise BackendGone(self._gone)
         results: list[Completion | None] = [None] * len(requests)
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
@@ -116,9 +176,12 @@ class OpenAIBackend(Backend):
                     results[futures[future]] = future.result()
                     if advance:
                         advance(1)
-            except BaseException:
+            except BaseException as exc:
                 for future in futures:
                     future.cancel()
+                if isinstance(exc, BackendGone):  # the requests still running fail fast now
+                    wait(futures)
+                    exc.finished = {i: f.result() for f, i in futures.items() if _answered(f)}
                 raise
         return [r for r in results if r is not None]
 
@@ -127,6 +190,10 @@ class OpenAIBackend(Backend):
         if client is not None:
             client.close()
             self.client = None
+
+
+def _answered(future: Future[Completion]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _token_logprobs(choice: Any) -> tuple[TokenLogprob, ...] | None:

@@ -1,15 +1,19 @@
 """A deterministic backend for unit tests of orchestration logic.
 
-Replies come from a list (in call order, cycling), a mapping (keyed by the last user message)
-or a function of the request (returning None simulates a failed request). Every request is
-recorded in `calls`. Replies are checked against the request's schema unless `validate=False`,
-so a test script cannot silently feed answers a constrained engine could never give.
+Replies come from a list (in call order, cycling), a mapping (keyed by the last user message),
+a function of the request (returning None simulates a failed request), or a built-in rule
+(`rule: keyword` or `rule: synthetic`, usable from a profile, so CLI runs can be tested with no
+model); `delay_s` slows each request down. Every request is recorded in `calls`. Replies are
+checked against the request's schema unless `validate=False`, so a test script cannot silently
+feed answers a constrained engine could never give.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 
 import jsonschema
@@ -36,7 +40,33 @@ def keyword_verdicts(request: ChatRequest) -> str | None:
     return json.dumps(answers)
 
 
-RULES: dict[str, Callable[[ChatRequest], str | None]] = {"keyword": keyword_verdicts}
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india")
+
+
+def synthetic_replies(request: ChatRequest) -> str | None:
+    """The same answer for the same request (sample index and retry included), for every
+    stage of the rubric pipeline: a few words for a free answer, a rubric of "contains the
+    word" criteria, and keyword verdicts on them. Any other schema gets no reply."""
+    digest = hashlib.sha256(request.model_dump_json(exclude={"id"}).encode()).digest()
+    words = [WORDS[b % len(WORDS)] for b in digest]
+    if request.json_schema is None:
+        return " ".join(words[:5])
+    if request.schema_name == "rubric":
+        low = request.json_schema.get("minItems", 1)
+        high = min(request.json_schema.get("maxItems", low + 2), low + 2)
+        distinct = list(dict.fromkeys(words))[: low + digest[0] % (high - low + 1)]
+        criteria = [f'The response contains the word "{w}"' for w in distinct]
+        return json.dumps([{"criterion": c, "weight": 1 + digest[i] % 3}
+                           for i, c in enumerate(criteria)])  # fmt: skip
+    if request.schema_name == "verdicts":
+        return keyword_verdicts(request)
+    return None
+
+
+RULES: dict[str, Callable[[ChatRequest], str | None]] = {
+    "keyword": keyword_verdicts,
+    "synthetic": synthetic_replies,
+}
 
 
 def _configured_script(config: RoleConfig) -> Script:
@@ -79,6 +109,8 @@ class ScriptedBackend(Backend):
         return self.script[len(self.calls) % len(self.script)]
 
     def _complete(self, request: ChatRequest) -> Completion:
+        if self.config.delay_s:
+            time.sleep(self.config.delay_s)
         reply = self._reply(request)
         self.calls.append(request)
         if reply is None:

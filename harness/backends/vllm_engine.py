@@ -22,6 +22,7 @@ from harness.backends.base import (
     Advance,
     Backend,
     BackendError,
+    BackendGone,
     RunContext,
     context_overflow,
     plain_messages,
@@ -150,6 +151,7 @@ class VLLMEngineBackend(Backend):
         started = time.perf_counter()
         adapters = [self._lora_request(r) for r in requests]
         from vllm.exceptions import VLLMValidationError
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
             outputs = self.llm.chat(
@@ -162,6 +164,11 @@ class VLLMEngineBackend(Backend):
             raise BackendError(
                 f"role {self.role!r}: the engine refused the request ({error}); with a JSON "
                 "schema, another `grammar:` (xgrammar, guidance, outlines) may accept it"
+            ) from None
+        except EngineDeadError:  # its core process died: no request of the batch was answered
+            raise BackendGone(
+                f"role {self.role!r}: the vLLM engine of {self.config.model} died mid-run "
+                "(EngineDeadError); rerun to resume"
             ) from None
         batch_latency = time.perf_counter() - started
         return [self._completion(o, _request_latency(o, batch_latency)) for o in outputs]

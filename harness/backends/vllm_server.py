@@ -4,6 +4,8 @@ The server runs as a child process on a free loopback port, logs into the run fo
 (`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats), and is
 stopped when the role closes: on success, on error, on Ctrl-C, and (through the kernel's
 parent-death signal) when the harness itself dies. Requests go through the OpenAI client.
+A server that exits mid-run raises `BackendGone` (the stage stops unfinished; the rerun starts
+a new server). Offline, the server's environment holds no proxy setting.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import BackendError, RunContext
+from harness.backends.base import Advance, BackendError, BackendGone, RunContext
 from harness.backends.openai_api import OpenAIBackend
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
+from harness.offline import child_environment
+from harness.types import ChatRequest, Completion
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 PR_SET_PDEATHSIG = 1
@@ -95,7 +100,7 @@ class VLLMServerBackend(OpenAIBackend):
         context.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = context.logs_dir / f"{role}-vllm-server.log"
         started = time.perf_counter()
-        self._start(server_command(model_path, config, port))
+        self._start(server_command(model_path, config, port), context)
         try:
             self._wait_healthy(f"http://127.0.0.1:{port}", config.startup_timeout_s, role)
         except BaseException:
@@ -113,7 +118,7 @@ class VLLMServerBackend(OpenAIBackend):
             self._stop()
             raise
 
-    def _start(self, command: list[str]) -> None:
+    def _start(self, command: list[str], context: RunContext) -> None:
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
@@ -124,7 +129,7 @@ class VLLMServerBackend(OpenAIBackend):
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
-                env=os.environ.copy(),
+                env=child_environment(context.offline, context.env),
             )
             log.write(f"# harness: server pid {self.process.pid}\n".encode())
 
@@ -146,6 +151,27 @@ class VLLMServerBackend(OpenAIBackend):
             f"role {role!r}: the vLLM server was not healthy after {timeout_s:.0f} s "
             f"(startup_timeout_s); see {self.log_path}"
         )
+
+    def identity(self) -> dict[str, Any]:
+        """Without the port, which is new on every start: a rerun's answers come from the
+        cache (its server answers as the last one did: same model, engine and seed)."""
+        return {k: v for k, v in super().identity().items() if k != "base_url"}
+
+    def gone_reason(self) -> str | None:
+        process = self.process
+        if process is None:
+            return "the vLLM server was stopped"
+        if process.poll() is not None:
+            return (f"the vLLM server (pid {process.pid}) {_exit_status(process.returncode)} "
+                    f"mid-run; its log: {self.log_path}")  # fmt: skip
+        return super().gone_reason()
+
+    def _generate(
+        self, requests: Sequence[ChatRequest], advance: Advance | None
+    ) -> list[Completion]:
+        if self.process is not None and self.process.poll() is not None:
+            raise BackendGone(f"role {self.role!r}: {self.gone_reason()}; rerun to resume")
+        return super()._generate(requests, advance)
 
     def _stop(self) -> None:
         process, self.process = self.process, None
@@ -178,6 +204,13 @@ class VLLMServerBackend(OpenAIBackend):
     def close(self) -> None:
         super().close()
         self._stop()
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def _kill_group(pgid: int) -> None:

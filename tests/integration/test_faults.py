@@ -1,0 +1,234 @@
+"""Fault injection through the real CLI.
+
+- A whole `harness verify` run killed with SIGKILL (its process group) at several seeded random
+  moments across every stage, each kill followed by a rerun: the records end byte-identical to
+  an uninterrupted run's, none lost or doubled. Scripted roles (`rule: synthetic`, slowed by
+  `delay_s`) make a run take seconds, so many kills fit.
+- A served tiny verifier (vllm-server) killed mid-verify: the command exits non-zero with one
+  line, the stage is not marked done, and the rerun (a new server) ends with the records of an
+  uninterrupted run, reusing the answers given before the kill. HTTP_PROXY, HTTPS_PROXY and
+  ALL_PROXY point at a listener all along, which must receive nothing.
+
+Counts and times are printed (`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness.backends.base import Backend, BackendGone, RunContext
+from harness.config import RoleConfig
+from harness.pipeline import STAGES
+
+from ..conftest import verdict_requests
+from ..fakes import ProxyListener
+
+pytestmark = pytest.mark.integration
+RECORD_FILES = ["prompts.jsonl", "candidates.jsonl", "rubrics.jsonl", "refine.jsonl",
+                "verdicts.jsonl", "rewards.jsonl", "skipped.jsonl"]  # fmt: skip
+NUM_CHAINS = 3  # runs killed and resumed, each compared with the uninterrupted one
+KILLS_PER_CHAIN = 3
+SEED = 11
+SECRET = "nurse:hunter2"
+KILL_AFTER_ANSWERS = 10  # of the served verify stage's 96 requests
+
+SCRIPTED = """
+runs_dir: {runs}
+rollouts: {{num_samples: 4}}
+propose: {{min_criteria: 2, max_criteria: 4}}
+refine: {{iterations: 2}}
+roles:
+  policy: {{backend: scripted, model: policy, rule: synthetic, delay_s: 0.02}}
+  proposer: {{backend: scripted, model: proposer, rule: synthetic, delay_s: 0.02}}
+  verifier: {{backend: scripted, model: verifier, rule: synthetic, delay_s: 0.02}}
+"""
+SERVED = """
+runs_dir: {runs}
+rollouts: {{num_samples: 8}}
+propose: {{min_criteria: 2, max_criteria: 4}}
+refine: {{iterations: 0}}
+roles:
+  policy: {{backend: scripted, model: policy, rule: synthetic}}
+  proposer: {{backend: scripted, model: proposer, rule: synthetic}}
+  verifier: {{backend: vllm-server, model: tiny-s, concurrency: 1,
+             sampling: {{temperature: 0.0, max_tokens: 128}},
+             engine: {{dtype: float32, enforce_eager: true, max_model_len: 2048}}}}
+"""
+
+
+def write_profile(folder: Path, template: str) -> Path:
+    profile = folder / "profile.yaml"
+    profile.write_text(template.format(runs=folder / "runs"))
+    return profile
+
+
+def command(profile: Path, run_name: str) -> list[str]:
+    return [sys.executable, "-m", "harness", "verify", "-c", str(profile),
+            "--set", f"run_name={run_name}"]  # fmt: skip
+
+
+def done_stages(run_dir: Path) -> set[str]:
+    path = run_dir / "stages.json"
+    return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def assert_same_records(run_dir: Path, reference: Path, names: list[str]) -> None:
+    for name in names:
+        assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name
+    verdicts = [json.loads(line) for line in (run_dir / "verdicts.jsonl").open()]
+    keys = {(v["candidate_id"], v["rubric_version"], v["criterion_id"]) for v in verdicts}
+    assert verdicts and len(keys) == len(verdicts)  # none doubled
+
+
+def stage_seconds(run_dir: Path) -> dict[str, float]:
+    return {k: v["seconds"] for k, v in json.loads((run_dir / "stages.json").read_text()).items()}
+
+
+def kill_at_random_point(profile: Path, run_dir: Path, rng: random.Random,
+                         remaining_s: float) -> str | None:  # fmt: skip
+    """Start the run, wait until it is past start-up (its config.yaml is written), SIGKILL its
+    process group at a random moment of the stage work left; the stage it hit, or None when
+    the run finished first."""
+    config = run_dir / "config.yaml"
+    before = config.stat().st_mtime_ns if config.exists() else None
+    process = subprocess.Popen(command(profile, run_dir.name), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    while process.poll() is None and (not config.exists() or config.stat().st_mtime_ns == before):
+        time.sleep(0.01)
+    try:
+        process.wait(timeout=rng.uniform(0.0, remaining_s))
+        return None
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    done = done_stages(run_dir)
+    return next((s for s in STAGES if s not in done), "after verify")
+
+
+def test_sigkills_at_random_points_resume_to_identical_records(tmp_path):
+    profile = write_profile(tmp_path, SCRIPTED)
+    started = time.monotonic()
+    straight = subprocess.run(command(profile, "straight"), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    straight_s = time.monotonic() - started
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    reference = tmp_path / "runs" / "straight"
+    seconds, rng = stage_seconds(reference), random.Random(SEED)
+    hits: list[str] = []
+    started = time.monotonic()
+    for chain in range(NUM_CHAINS):
+        run_dir = tmp_path / "runs" / f"killed-{chain}"
+        for _ in range(KILLS_PER_CHAIN):
+            left = sum(t for stage, t in seconds.items() if stage not in done_stages(run_dir))
+            hit = kill_at_random_point(profile, run_dir, rng, left)
+            if hit is None:
+                break
+            hits.append(hit)
+        resumed = subprocess.run(command(profile, run_dir.name), capture_output=True, text=True,
+                                 timeout=300)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_records(run_dir, reference, RECORD_FILES)
+    print(
+        f"\nfault injection: {len(hits)} SIGKILLs (stage running: {', '.join(hits)}); "
+        f"{NUM_CHAINS} of {NUM_CHAINS} resumed runs identical to the uninterrupted one "
+        f"({straight_s:.1f} s); kills and resumes took {time.monotonic() - started:.1f} s"
+    )
+    assert len(hits) >= NUM_CHAINS
+
+
+def server_pid(log: Path, process: subprocess.Popen, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        text = log.read_text() if log.exists() else ""
+        if "server pid" in text and "Application startup complete" in text:
+            return int(text.split("server pid ")[1].split()[0])
+        time.sleep(0.2)
+    raise AssertionError(f"the server did not start; see {log}")
+
+
+def wait_for_answers(port: int, num: int, process: subprocess.Popen) -> None:
+    """Until the server has answered `num` requests (its Prometheus counter), whatever the
+    speed of this machine."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        text = opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        lines = [x for x in text.splitlines() if x.startswith("vllm:request_success_total")]
+        if sum(float(x.rsplit(" ", 1)[1]) for x in lines) >= num:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not answer {num} requests before the run ended")
+
+
+def cached_answers(run_dir: Path) -> int:
+    with sqlite3.connect(run_dir / "cache" / "completions.sqlite") as db:
+        return int(db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+
+
+def test_a_killed_verifier_server_stops_the_stage_and_the_rerun_matches(tiny_models, tmp_path):
+    profile = write_profile(tmp_path, SERVED)
+    runs = tmp_path / "runs"
+    with ProxyListener() as proxy:
+        env = {**os.environ, **proxy.environment(SECRET)}
+        started = time.monotonic()
+        straight = subprocess.run(command(profile, "straight"), capture_output=True, text=True,
+                                  timeout=600, env=env)  # fmt: skip
+        straight_s = time.monotonic() - started
+        assert straight.returncode == 0, straight.stderr[-3000:]
+        assert straight.stderr.count("offline: ignoring") == 1
+
+        harness = subprocess.Popen(command(profile, "killed"), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        log = runs / "killed" / "logs" / "verifier-vllm-server.log"
+        pid = server_pid(log, harness, 600)
+        port = int(log.read_text().split("--port ")[1].split()[0])
+        wait_for_answers(port, KILL_AFTER_ANSWERS, harness)  # requests go one at a time
+        os.killpg(pid, signal.SIGKILL)
+        _, stderr = harness.communicate(timeout=120)
+        assert harness.returncode == 3, stderr[-3000:]
+        assert "Traceback" not in stderr
+        [line] = [x for x in stderr.splitlines() if x.startswith("error:")]
+        assert line.startswith("error: verify stopped, not marked done: role 'verifier'")
+        assert "killed by SIGKILL" in line and "rerun to resume" in line
+        assert "verify" not in done_stages(runs / "killed")
+        kept = cached_answers(runs / "killed")
+        num_requests = json.loads((runs / "straight" / "stages.json").read_text())["verify"]
+        assert 0 < kept < num_requests["model_calls"]
+
+        rerun = subprocess.run(command(profile, "killed"), capture_output=True, text=True,
+                               timeout=600, env=env)  # fmt: skip
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert proxy.connections == 0
+    assert SECRET not in straight.stderr + stderr + rerun.stderr
+    assert json.loads((runs / "killed" / "stages.json").read_text())["verify"]["cache_hits"] >= kept
+    assert_same_records(runs / "killed", runs / "straight", RECORD_FILES)
+    print(f"\nserved verifier killed mid-verify: {kept} of {num_requests['model_calls']} answers "
+          f"kept, rerun identical; uninterrupted run {straight_s:.1f} s")  # fmt: skip
+
+
+def test_a_dead_vllm_engine_is_backend_gone(tmp_path):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from harness.backends.vllm_engine import VLLMEngineBackend
+
+    class DeadEngine:
+        def chat(self, *args, **kwargs):
+            raise EngineDeadError()
+
+    backend = object.__new__(VLLMEngineBackend)
+    Backend.__init__(backend, "verifier", RoleConfig(backend="vllm", model="tiny-s"),
+                     RunContext(run_dir=tmp_path))  # fmt: skip
+    backend.llm, backend._lora_ids = DeadEngine(), {}
+    with pytest.raises(BackendGone, match="engine of tiny-s died mid-run"):
+        backend.generate(verdict_requests(2))
