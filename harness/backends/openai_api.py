@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 from urllib.parse import urlparse
 
@@ -169,20 +169,23 @@ class OpenAIBackend(Backend):
         if self._gone:
             raise BackendGone(self._gone)
         results: list[Completion | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    if advance:
-                        advance(1)
-            except BaseException as exc:
-                for future in futures:
-                    future.cancel()
-                if isinstance(exc, BackendGone):  # the requests still running fail fast now
-                    wait(futures)
-                    exc.finished = {i: f.result() for f, i in futures.items() if _answered(f)}
-                raise
+        pool = ThreadPoolExecutor(max_workers=self.config.concurrency)
+        futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if advance:
+                    advance(1)
+        except BackendGone as exc:  # the requests still running fail fast now
+            pool.shutdown(wait=True, cancel_futures=True)
+            exc.finished = {i: f.result() for f, i in futures.items() if _answered(f)}
+            raise
+        except BaseException:
+            # An interrupt does not wait for the requests in flight (on a busy machine they can
+            # take minutes): closing the backend stops its server or client, which ends them.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return [r for r in results if r is not None]
 
     def close(self) -> None:

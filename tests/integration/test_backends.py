@@ -152,7 +152,19 @@ def test_interrupting_the_harness_stops_its_server(tiny_models, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # as typed in a terminal: a runner started in the background ignores Ctrl-C, and its
+        # children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    try:
+        _interrupt_and_check(harness, tmp_path)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.communicate()
+
+
+def _interrupt_and_check(harness: subprocess.Popen, tmp_path) -> None:
     log = tmp_path / "runs" / "cli" / "logs" / "verifier-vllm-server.log"
     server_pid = None
     deadline = time.monotonic() + 300
