@@ -112,7 +112,10 @@ def test_every_connection_dropped_while_the_port_listens_is_gone(tmp_path):
     with FakeOpenAIServer(lambda body: None) as server:
         config = openai_config(server.port, concurrency=2)
         backend = OpenAIBackend("verifier", config, RunContext(run_dir=tmp_path))
-        with backend, pytest.raises(BackendGone, match=f"{GONE_AFTER} requests in a row"):
+        # gone after GONE_AFTER failures in a row, or sooner where the port probe itself is
+        # reset (a busy machine's full accept queue)
+        gone = rf"{GONE_AFTER} requests in a row|nothing answers at 127\.0\.0\.1"
+        with backend, pytest.raises(BackendGone, match=gone):
             backend.generate(verdict_requests(3 * GONE_AFTER))
     assert len(server.requests) < 3 * GONE_AFTER
 
