@@ -3,8 +3,9 @@
 Structured output uses `response_format={"type": "json_schema", ...}` (a vLLM server ignores
 the older `guided_json` extra). The API key is read from the environment variable the profile
 names, never from the profile. While offline only loopback endpoints are accepted. Requests
-run on a bounded thread pool (`concurrency`); the client retries transient errors a bounded
-number of times (`max_attempts`).
+run on a bounded thread pool (`concurrency`). A request that gets no answer within
+`request_timeout_s` (a stalled server) fails like any other failed request, and the role's
+retry path sends it again, a bounded number of times (`max_attempts`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class OpenAIBackend(Backend):
         return openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key,
-            max_retries=self.config.max_attempts - 1,
+            # No retries inside the client: the role retries failed requests (`max_attempts`,
+            # with backoff), so a stalled request costs at most max_attempts timeouts.
+            max_retries=0,
             timeout=self.config.request_timeout_s,
         )
 
@@ -91,6 +94,10 @@ class OpenAIBackend(Backend):
             openai.NotFoundError,
         ) as exc:
             raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
+        except openai.APITimeoutError:
+            timeout = self.config.request_timeout_s
+            return failed_completion(self.config.label, f"no answer within {timeout:g} s "
+                                     "(request_timeout_s)")  # fmt: skip
         except openai.OpenAIError as exc:
             return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
         choice = response.choices[0]
@@ -109,17 +116,19 @@ class OpenAIBackend(Backend):
         self, requests: Sequence[ChatRequest], advance: Advance | None
     ) -> list[Completion]:
         results: list[Completion | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.config.concurrency)
+        try:
             futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    if advance:
-                        advance(1)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if advance:
+                    advance(1)
+        except BaseException:
+            # interrupted: do not wait for the requests in flight (closing the backend ends
+            # them); waiting could take request_timeout_s
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return [r for r in results if r is not None]
 
     def close(self) -> None:
