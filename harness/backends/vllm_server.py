@@ -1,9 +1,12 @@
 """A vLLM OpenAI-compatible server that the harness starts itself on 127.0.0.1.
 
-The server runs as a child process on a free loopback port, logs into the run folder
-(`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats), and is
-stopped when the role closes: on success, on error, on Ctrl-C, and (through the kernel's
-parent-death signal) when the harness itself dies. Requests go through the OpenAI client.
+The server runs as a child process on a free loopback port, in a process group of its own
+with its engine and worker processes, and logs into the run folder
+(`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats). It is
+stopped when the role closes: on success, on error, on Ctrl-C or SIGTERM, and (through the
+kernel's parent-death signal) when the harness itself dies. Stopping ends the whole group,
+also when the server's main process has died and its engine lives on, and removes the shared
+memory a killed engine leaves behind. Requests go through the OpenAI client.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.backends import shm
 from harness.backends.base import BackendError, RunContext
 from harness.backends.openai_api import OpenAIBackend
+from harness.backends.processes import (
+    BIND_VARIABLE,
+    give_back_slot,
+    stop_group,
+    take_thread_binding,
+)
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -87,17 +97,23 @@ def _die_with_parent() -> None:
 
 class VLLMServerBackend(OpenAIBackend):
     name = "vllm-server"
+    pins_cpu_threads = True
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.process: subprocess.Popen[bytes] | None = None
+        self._shm_ledger: Path | None = None
+        self._slot: int | None = None
         model_path = resolve_model(config.model, offline=context.offline)
         port = free_loopback_port()
         context.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = context.logs_dir / f"{role}-vllm-server.log"
+        shm.clean()  # what engines of killed runs left in shared memory
         started = time.perf_counter()
-        self._start(server_command(model_path, config, port))
+        self._slot, binding = take_thread_binding(context.num_engines)
         try:
+            self._start(server_command(model_path, config, port), {**context.env, **binding})
             self._wait_healthy(f"http://127.0.0.1:{port}", config.startup_timeout_s, role)
+            self._shm_ledger = shm.record(self.process_ids())
         except BaseException:
             self._stop()
             raise
@@ -113,18 +129,19 @@ class VLLMServerBackend(OpenAIBackend):
             self._stop()
             raise
 
-    def _start(self, command: list[str]) -> None:
+    def _start(self, command: list[str], env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(command)}\n".encode())
+            settings = "".join(f"{k}={v} " for k, v in env.items() if k == BIND_VARIABLE)
+            log.write(f"$ {settings}{' '.join(command)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True,  # its own group: a Ctrl-C reaches the harness only
                 preexec_fn=_die_with_parent,
-                env=os.environ.copy(),
+                env={**os.environ, **env},
             )
             log.write(f"# harness: server pid {self.process.pid}\n".encode())
 
@@ -148,52 +165,39 @@ class VLLMServerBackend(OpenAIBackend):
         )
 
     def _stop(self) -> None:
+        """Stop the server's whole process group, whatever state it is in: its main process
+        may have died already while its engine and workers live on."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        give_back_slot(self._slot)
+        self._slot = None
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            process.wait(timeout=10)
-        # The engine processes the server spawned share its process group; wait them out too.
-        if not _group_gone(process.pid, timeout_s=15):
-            _kill_group(process.pid)
-            _group_gone(process.pid, timeout_s=10)
+        if process.poll() is None:
+            self._shm_ledger = shm.record(self.process_ids(process)) or self._shm_ledger
+        # SIGTERM first: the server stops its engine, which removes its shared memory
+        stop_group(process.pid, grace_s=15, leader=process)
+        if self._shm_ledger is not None:
+            shm.clean(only=self._shm_ledger)
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def process_ids(self) -> list[int]:
+    def process_ids(self, process: subprocess.Popen[bytes] | None = None) -> list[int]:
         import psutil
 
-        if self.process is None or self.process.poll() is not None:
+        process = process or self.process
+        if process is None or process.poll() is not None:
             return []
-        server = psutil.Process(self.process.pid)
-        return [server.pid, *(c.pid for c in server.children(recursive=True))]
+        try:
+            server = psutil.Process(process.pid)
+            return [server.pid, *(c.pid for c in server.children(recursive=True))]
+        except psutil.Error:
+            return []
 
     def close(self) -> None:
         super().close()
         self._stop()
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _tail(path: Path, num_lines: int = 20) -> str:
