@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -207,3 +208,53 @@ def test_foreign_vllm_processes_sees_a_titled_process_not_started_here():
 )
 def test_engines_at_once(profile, expected):
     assert engines_at_once(load_config(f"configs/{profile}.yaml")) == expected
+
+
+def report_blocked_signals(connection) -> None:
+    connection.send(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    time.sleep(600)
+
+
+def spawn_reporter():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # as vLLM starts its engine processes
+    receiver, sender = context.Pipe()
+    process = context.Process(target=report_blocked_signals, args=(sender,), daemon=True)
+    process.start()
+    return process, receiver
+
+
+def test_engine_processes_started_shielded_do_not_get_ctrl_c():
+    from harness.backends.vllm_engine import start_shielded
+
+    process, receiver = start_shielded(spawn_reporter)
+    try:
+        assert signal.SIGINT in receiver.recv()
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # not ours
+        os.kill(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the group
+        process.join(1)
+        assert process.is_alive()
+    finally:
+        process.kill()
+        process.join()
+
+
+def test_an_interrupt_while_the_engine_starts_stops_its_processes():
+    from harness.backends.vllm_engine import start_shielded
+
+    started: list = []
+
+    def slow_build():
+        process, _ = spawn_reporter()
+        started.append(process)
+        process.join()  # an engine start that waits on its processes
+        raise RuntimeError("the engine died while starting")
+
+    timer = threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        start_shielded(slow_build)
+    assert time.monotonic() - began < 10
+    assert not running(started[0].pid)  # killed (and reaped: multiprocessing cannot tell)
