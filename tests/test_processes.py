@@ -197,7 +197,10 @@ def test_foreign_vllm_processes_sees_a_titled_process_not_started_here():
     )
     pid = int(shell.stdout)
     try:
-        assert pid in processes.foreign_vllm_processes()
+        deadline = time.monotonic() + 10  # until the background shell has exec'd
+        while pid not in processes.foreign_vllm_processes():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     finally:
         os.kill(pid, signal.SIGKILL)
 
