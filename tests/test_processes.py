@@ -231,7 +231,8 @@ def spawn_reporter():
 def test_engine_processes_started_shielded_do_not_get_ctrl_c():
     from harness.backends.vllm_engine import start_shielded
 
-    process, receiver = start_shielded(spawn_reporter)
+    (process, receiver), started = start_shielded(spawn_reporter)
+    assert [p.pid for p in started] == [process.pid]
     try:
         assert signal.SIGINT in receiver.recv()
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # not ours

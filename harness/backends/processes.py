@@ -58,9 +58,22 @@ def _wait_empty(pgid: int, timeout_s: float, leader: subprocess.Popen | None) ->
             if leader is not None:  # reap the leader, or it stays a zombie of ours
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     leader.wait(timeout=1)
+            _wait_reaped(pgid, timeout_s=2)
             return True
         if time.monotonic() >= deadline:
             return False
+        time.sleep(0.05)
+
+
+def _wait_reaped(pgid: int, timeout_s: float) -> None:
+    """Give the parents of the group's last (zombie) processes a moment to reap them, so that
+    the group is gone from the kernel too; an init that never reaps is not waited for."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
         time.sleep(0.05)
 
 

@@ -89,12 +89,13 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def start_shielded(build: Callable[[], T]) -> T:
+def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
     """Run `build`, which starts engine processes, in a thread that blocks SIGINT: the
     processes inherit the blocked signal, so the Ctrl-C that a terminal sends to the whole
     process group reaches the harness only, which then stops the engine in order (otherwise
     the engine dies first and the run ends in EngineDeadError tracebacks). The calling thread
-    stays interruptible: an interrupt while the engine starts stops its processes at once."""
+    stays interruptible: an interrupt while the engine starts stops its processes at once.
+    Returns what `build` returned and the processes it started (psutil handles)."""
     import multiprocessing.resource_tracker
 
     # started later, the resource tracker would unblock the signals of the thread starting it
@@ -125,7 +126,7 @@ def start_shielded(build: Callable[[], T]) -> T:
         raise
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    return outcome["value"], [p for pid, p in _children().items() if pid not in before]
 
 
 class _ProgressBridge(tqdm):  # type: ignore[type-arg]
@@ -163,7 +164,7 @@ class VLLMEngineBackend(Backend):
         self._lora_ids: dict[str, int] = {}
         self._shm_ledger: Path | None = None
         self._slot, binding = take_thread_binding(context.num_engines)
-        started, before = time.perf_counter(), set(_children())
+        started = time.perf_counter()
 
         def build() -> LLM:
             return LLM(
@@ -175,7 +176,7 @@ class VLLMEngineBackend(Backend):
 
         try:
             with _environment({**context.env, **binding}):
-                self.llm = start_shielded(build)
+                self.llm, self._engine = start_shielded(build)
         except Exception as exc:
             give_back_slot(self._slot)
             raise BackendError(f"role {role!r}: vLLM could not load {config.model}: {exc}") from exc
@@ -183,7 +184,6 @@ class VLLMEngineBackend(Backend):
             give_back_slot(self._slot)
             raise
         self.startup_s = time.perf_counter() - started
-        self._engine = [p for pid, p in _children().items() if pid not in before]
         self._engine_pids = sorted(p.pid for p in self._engine)
         self._shm_ledger = shm.record(self._engine_pids)
 
