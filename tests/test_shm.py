@@ -150,3 +150,53 @@ def test_foreign_or_corrupt_ledgers_are_ignored(root, tmp_path):
     (ledgers / "other.json").write_text(json.dumps({"owners": {}, "names": ["other-app"]}))
     assert shm.clean(root, ledgers) == []
     assert (root / "other-app").exists() and (root / "psm_aaaa1111").exists()
+
+
+# An engine-like child of a process shares its resource tracker: the shared memory and the
+# semaphore it creates are registered there. Killed, it leaves both behind.
+ENGINE_CHILD = r"""
+import multiprocessing, os, signal, sys, time
+from multiprocessing import shared_memory
+from pathlib import Path
+
+from harness.backends import shm
+
+
+def engine(connection):
+    memory = shared_memory.SharedMemory(create=True, size=4096)
+    lock = multiprocessing.get_context("spawn").Lock()
+    connection.send(memory.name)
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe()
+    process = context.Process(target=engine, args=(sender,))
+    process.start()
+    receiver.recv()
+    ledger = shm.record([process.pid], folder=Path(sys.argv[1]))
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    print(" ".join(shm.clean(folder=Path(sys.argv[1]), only=ledger, forget=sys.argv[2] == "1")))
+"""
+
+
+@pytest.mark.skipif(not shm.SHM_ROOT.is_dir(), reason="no /dev/shm")
+@pytest.mark.parametrize("forget", [True, False])
+def test_removed_entries_are_forgotten_by_the_resource_tracker(tmp_path, forget):
+    """Without `forget`, the tracker the killed engine shared warns at exit about entries
+    the cleanup removed (a line after the harness's last word)."""
+    script = tmp_path / "engine_child.py"
+    script.write_text(ENGINE_CHILD)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ledgers"), "1" if forget else "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
+    removed = result.stdout.split()
+    assert sorted(n.split("_")[0].split("-")[0] for n in removed) == ["psm", "sem.mp"]
+    assert not any((shm.SHM_ROOT / name).exists() for name in removed)
+    assert ("resource_tracker" in result.stderr) is not forget, result.stderr

@@ -55,22 +55,29 @@ def process_start(pid: int) -> float | None:
 
 def held_names(root: Path = SHM_ROOT, pids: Iterable[int] | None = None) -> set[str]:
     """Names of entries under `root` that processes (`pids`, or every process this user may
-    inspect) have mapped or open."""
+    inspect) have mapped or open. A named semaphore is mapped under the temporary name glibc
+    created it with (`sem.XXXXXX (deleted)`), so entries are matched by inode as well."""
     prefix = str(root).rstrip("/") + "/"
     folders = [PROC / str(p) for p in pids] if pids is not None else list(PROC.glob("[0-9]*"))
     names: set[str] = set()
+    inodes: set[int] = set()
     for folder in folders:
         with contextlib.suppress(OSError):
             for line in (folder / "maps").read_text().splitlines():
-                path = line.partition("/")[2]
-                if ("/" + path).startswith(prefix):
-                    names.add(("/" + path)[len(prefix) :].removesuffix(" (deleted)"))
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith(prefix):
+                    names.add(fields[5][len(prefix) :].removesuffix(" (deleted)"))
+                    inodes.add(int(fields[4]))
         with contextlib.suppress(OSError):
             for fd in (folder / "fd").iterdir():
                 with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith(prefix):
-                        names.add(target[len(prefix) :].removesuffix(" (deleted)"))
+                    if os.readlink(fd).startswith(prefix):
+                        inodes.add(fd.stat().st_ino)
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_ino in inodes:
+                    names.add(entry.name)
     return {n for n in names if "/" not in n}
 
 
@@ -120,9 +127,16 @@ def stale_names(ledgers: Iterable[Ledger], existing: set[str], held: set[str]) -
     return (listed & existing) - held
 
 
-def clean(root: Path = SHM_ROOT, folder: Path | None = None, only: Path | None = None) -> list[str]:
+def clean(
+    root: Path = SHM_ROOT,
+    folder: Path | None = None,
+    only: Path | None = None,
+    forget: bool = False,
+) -> list[str]:
     """Remove the entries of every ledger (or of the ledger `only`) whose engine processes are
-    all gone; the ledgers of finished engines are deleted. Returns the names removed."""
+    all gone; the ledgers of finished engines are deleted. `forget`: the engine shared this
+    process's resource tracker (an in-process engine), which is told that they are gone, or
+    at exit it would try to remove them again and warn. Returns the names removed."""
     ledgers = [g for g in read_ledgers(folder or ledger_dir()) if only in (None, g.path)]
     finished = [g for g in ledgers if owners_gone(g)]
     if not finished:
@@ -133,7 +147,20 @@ def clean(root: Path = SHM_ROOT, folder: Path | None = None, only: Path | None =
     for name in removed:
         with contextlib.suppress(OSError):
             (root / name).unlink()
+            if forget:
+                _forget(name)
     for ledger in finished:
         with contextlib.suppress(OSError):
             ledger.path.unlink()
     return removed
+
+
+def _forget(name: str) -> None:
+    """Unregister `name` from this process's resource tracker, by the name and type it was
+    registered under (shared memory "/psm_x"; semaphore file "sem.mp-x" is "/mp-x")."""
+    from multiprocessing import resource_tracker
+
+    if name.startswith("psm_"):
+        resource_tracker.unregister("/" + name, "shared_memory")
+    elif name.startswith("sem."):
+        resource_tracker.unregister("/" + name.removeprefix("sem."), "semaphore")

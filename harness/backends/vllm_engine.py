@@ -122,7 +122,7 @@ def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
         with contextlib.suppress(Exception):
             outcome["value"].llm_engine.engine_core.shutdown()
         if ledger is not None:
-            shm.clean(only=ledger)
+            shm.clean(only=ledger, forget=True)
         raise
     if "error" in outcome:
         raise outcome["error"]
@@ -279,7 +279,7 @@ class VLLMEngineBackend(Backend):
             llm.llm_engine.engine_core.shutdown()
         stop_processes(self._engine)
         if self._shm_ledger is not None:
-            shm.clean(only=self._shm_ledger)
+            shm.clean(only=self._shm_ledger, forget=True)
         give_back_slot(self._slot)
 
 
