@@ -4,8 +4,9 @@ A vLLM server runs in its own process group (its session), with its engine and w
 processes in the same group; `stop_group` stops all of them whatever state they are in, also
 when the server's main process has died and its engine lives on. On the CPU build, vLLM pins
 each engine's OpenMP threads to the first cores of the machine ("auto"), so two engines would
-share one core while the others idle; `thread_binding` gives each engine of a run a block of
-its own cores, or no pinning when there are fewer cores than engines.
+share one core while the others idle; `take_thread_binding` gives each engine of a run a
+block of cores of its own, or no pinning (and a fair share of threads) when there are fewer
+cores than engines or another run's engines are up.
 """
 
 from __future__ import annotations
