@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.backends import Backend, RunContext, backend_class, create_backend
+from harness.backends import Backend, RunContext, create_backend
 from harness.backends.cache import CachedBackend, CompletionCache
 from harness.config import HarnessConfig, RoleConfig
 from harness.types import ChatRequest, Completion, failed_completion
@@ -124,26 +124,7 @@ def progress_bar() -> Progress:
 
 
 def run_context(config: HarnessConfig) -> RunContext:
-    return RunContext(
-        run_dir=config.run_dir,
-        offline=config.offline,
-        cache=config.cache,
-        num_engines=engines_at_once(config),
-    )
-
-
-def engines_at_once(config: HarnessConfig) -> int:
-    """The most vLLM engines a run can hold at once: one per distinct engine among its roles
-    (roles on the same model and engine settings share one). They split the CPU cores."""
-    from harness.policy import policy_role_config
-
-    roles = config.roles
-    configs = [*config.rollouts.models, *roles.verifier]
-    configs += [r for r in (roles.policy, roles.proposer, roles.judge) if r is not None]
-    if roles.policy is not None:
-        configs.append(policy_role_config(config))  # LoRA on: an engine of its own
-    pinning = {RolePool.key(c) for c in configs if backend_class(c.backend).pins_cpu_threads}
-    return max(1, len(pinning))
+    return RunContext(run_dir=config.run_dir, offline=config.offline, cache=config.cache)
 
 
 def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:

@@ -21,8 +21,6 @@ from harness.backends.processes import (
     stop_processes,
 )
 from harness.backends.vllm_server import VLLMServerBackend
-from harness.config import load_config
-from harness.roles import engines_at_once
 
 # A server-like tree: the leader starts a child that starts a grandchild, all in the leader's
 # new session; each prints its pid. `IGNORE_TERM=1` makes every process ignore SIGTERM.
@@ -97,7 +95,7 @@ def test_closing_a_server_whose_main_process_died_stops_its_engines():
     os.kill(leader.pid, signal.SIGKILL)
     leader.wait()
     backend = VLLMServerBackend.__new__(VLLMServerBackend)
-    backend.process, backend._slot, backend._shm_ledger = leader, None, None
+    backend.process, backend._shm_ledger = leader, None
     backend._stop()
     assert backend.process is None
     assert group_members(leader.pid) == []
@@ -120,97 +118,84 @@ def test_stop_processes_stops_the_living_and_skips_the_gone():
 
 
 @pytest.mark.parametrize(
-    ("cpus", "num_engines", "slot", "expected"),
+    ("cpus", "taken", "expected"),
     [
-        ([0, 1], 1, 0, "auto"),  # a lone engine: vLLM's own choice
-        ([0, 1], 1, 1, "nobind"),  # an engine beyond the plan
-        ([0, 1], 2, 0, "0"),
-        ([0, 1], 2, 1, "1"),
-        ([0, 1], 3, 0, "nobind"),  # fewer cores than engines
-        ([0, 1], 3, 2, "nobind"),
-        (list(range(8)), 2, 0, "0-3"),
-        (list(range(8)), 2, 1, "4-7"),
-        (list(range(7)), 2, 1, "3-6"),  # the last engine takes the remainder
-        (list(range(16)), 4, 3, "12-15"),
-        ([0, 2, 4, 6], 2, 1, "4,6"),  # cores this process may use, not 0..n-1
-        ([3, 1, 2, 0], 2, 0, "0-1"),
-        ([0, 1, 2, 5, 6, 7], 1, 0, "auto"),
-        ([0, 1, 2, 5, 6, 7], 2, 0, "0-2"),
-        ([0, 1, 2, 5, 6, 9], 2, 1, "5-6,9"),
+        ([0, 1], [], "auto"),  # alone on the machine (or with this run's engines): vLLM's choice
+        ([0, 1], [0], "1"),  # another run's engine is pinned to core 0, as vLLM's auto does
+        ([0, 1], [1], "0"),
+        ([0, 1], [0, 1], "nobind"),  # no core left: the kernel shares them
+        (list(range(8)), range(7), "7"),  # next to an auto engine on 8 cores (0-6)
+        (list(range(8)), [0, 1, 2], "3-7"),
+        (list(range(8)), [2, 5], "0-1,3-4,6-7"),
+        ([0, 2, 4, 6], [0, 1], "2,4,6"),  # cores this process may use, not 0..n-1
+        ([0, 1], [5, 6], "auto"),  # pinned outside this process's cores: no concern
+        ([3, 1, 2, 0], [0], "1-3"),
     ],
 )
-def test_omp_threads_bind(cpus, num_engines, slot, expected):
-    assert omp_threads_bind(cpus, num_engines, slot) == expected
+def test_omp_threads_bind(cpus, taken, expected):
+    assert omp_threads_bind(cpus, taken) == expected
 
 
-def test_engines_of_a_run_get_disjoint_cores(monkeypatch):
+@pytest.fixture
+def cpu_build(monkeypatch):
     monkeypatch.delenv(BIND_VARIABLE, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(processes, "vllm_cpu_build", lambda: True)
-    monkeypatch.setattr(processes, "foreign_vllm_processes", lambda: [])
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    monkeypatch.setattr(processes, "_TAKEN_SLOTS", set())
-    first, env_first = processes.take_thread_binding(2)
-    second, env_second = processes.take_thread_binding(2)
-    assert (env_first, env_second) == ({BIND_VARIABLE: "0-3"}, {BIND_VARIABLE: "4-7"})
-    processes.give_back_slot(first)
-    again, env_again = processes.take_thread_binding(2)  # a freed slot is reused
-    assert (again, env_again) == (first, {BIND_VARIABLE: "0-3"})
-    third, env_third = processes.take_thread_binding(2)  # more than planned: no pinning
-    assert env_third == {BIND_VARIABLE: "nobind", "OMP_NUM_THREADS": "4"}
-    for slot in (second, again, third):
-        processes.give_back_slot(slot)
-    assert not processes._TAKEN_SLOTS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
 
 
-def test_no_pinning_next_to_another_runs_engine(monkeypatch):
-    monkeypatch.delenv(BIND_VARIABLE, raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(processes, "vllm_cpu_build", lambda: True)
-    monkeypatch.setattr(processes, "foreign_vllm_processes", lambda: [4242])
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(processes, "_TAKEN_SLOTS", set())
-    slot, env = processes.take_thread_binding(1)
-    assert env == {BIND_VARIABLE: "nobind", "OMP_NUM_THREADS": "1"}
-    processes.give_back_slot(slot)
+@pytest.mark.parametrize(
+    ("taken", "expected"),
+    [
+        (set(), {BIND_VARIABLE: "auto"}),
+        ({0, 1, 2}, {BIND_VARIABLE: "3"}),
+        ({0, 1, 2, 3}, {BIND_VARIABLE: "nobind", "OMP_NUM_THREADS": "2"}),
+    ],
+)
+def test_thread_binding_of_a_new_engine(cpu_build, monkeypatch, taken, expected):
+    monkeypatch.setattr(processes, "pinned_by_other_runs", lambda cpus: taken)
+    assert processes.thread_binding() == expected
 
 
-def test_the_binding_is_left_to_the_user_or_a_gpu_build(monkeypatch):
-    monkeypatch.setattr(processes, "_TAKEN_SLOTS", set())
-    monkeypatch.setattr(processes, "vllm_cpu_build", lambda: True)
+def test_the_binding_is_left_to_the_user_or_a_gpu_build(cpu_build, monkeypatch):
+    monkeypatch.setattr(processes, "pinned_by_other_runs", lambda cpus: {0})
     monkeypatch.setenv(BIND_VARIABLE, "0-1")
-    assert processes.take_thread_binding(2) == (None, {})
+    assert processes.thread_binding() == {}
     monkeypatch.delenv(BIND_VARIABLE)
     monkeypatch.setattr(processes, "vllm_cpu_build", lambda: False)
-    assert processes.take_thread_binding(2) == (None, {})
-    assert not processes._TAKEN_SLOTS
+    assert processes.thread_binding() == {}
 
 
-def test_foreign_vllm_processes_sees_a_titled_process_not_started_here():
-    # a process whose command line starts like vLLM's process titles, started by another
-    # process (a shell that exits at once), so it is no descendant of this one
+def start_titled(title: str, code: str) -> int:
+    """A Python process whose command line starts with `title` (as vLLM's process titles),
+    started by a shell that exits at once, so that it is no descendant of this process."""
     shell = subprocess.run(
-        ["bash", "-c", "exec -a VLLM::Worker sleep 30 >/dev/null 2>&1 & echo $!"],
+        ["bash", "-c", f'exec -a {title} {sys.executable} -c "{code}" >/dev/null 2>&1 & echo $!'],
         capture_output=True,
         text=True,
         check=True,
     )
-    pid = int(shell.stdout)
+    return int(shell.stdout)
+
+
+def test_cores_pinned_by_another_runs_engine_are_seen():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one core: nothing can be pinned to fewer")
+    code = f"import os, time; os.sched_setaffinity(0, {{{cpus[0]}}}); time.sleep(60)"
+    pinned_worker = start_titled("VLLM::Worker", code)
+    other_program = start_titled("worker", code)
     try:
-        deadline = time.monotonic() + 10  # until the background shell has exec'd
-        while pid not in processes.foreign_vllm_processes():
-            assert time.monotonic() < deadline
+        deadline = time.monotonic() + 10  # until the shell has exec'd and the worker pinned
+        while processes.pinned_by_other_runs(cpus) != {cpus[0]}:
+            assert time.monotonic() < deadline, processes.pinned_by_other_runs(cpus)
             time.sleep(0.1)
+        assert pinned_worker in processes.foreign_vllm_processes()
+        assert other_program not in processes.foreign_vllm_processes()
+        assert omp_threads_bind(cpus, processes.pinned_by_other_runs(cpus)) != "auto"
     finally:
-        os.kill(pid, signal.SIGKILL)
-
-
-@pytest.mark.parametrize(
-    ("profile", "expected"),
-    [("openai", 1), ("tiny", 4), ("ci", 3)],  # tiny: tiny-s, -m, -l, and the LoRA policy
-)
-def test_engines_at_once(profile, expected):
-    assert engines_at_once(load_config(f"configs/{profile}.yaml")) == expected
+        for pid in (pinned_worker, other_program):
+            os.kill(pid, signal.SIGKILL)
 
 
 def report_blocked_signals(connection) -> None:

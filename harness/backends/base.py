@@ -31,14 +31,12 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunContext:
-    """Where a backend may write (logs, caches), whether it may reach the network, and how
-    many vLLM engines the run may hold at once (they share the CPU cores between them)."""
+    """Where a backend may write (logs, caches) and whether it may reach the network."""
 
     run_dir: Path
     offline: bool = True
     cache: bool = True
     env: dict[str, str] = field(default_factory=dict)
-    num_engines: int = 1
 
     @property
     def logs_dir(self) -> Path:
@@ -54,7 +52,6 @@ class Backend(ABC):
 
     name: ClassVar[str]
     supports_adapters: ClassVar[bool] = False
-    pins_cpu_threads: ClassVar[bool] = False  # a vLLM engine: it takes cores of its own
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.role = role

@@ -3,10 +3,9 @@
 A vLLM server runs in its own process group (its session), with its engine and worker
 processes in the same group; `stop_group` stops all of them whatever state they are in, also
 when the server's main process has died and its engine lives on. On the CPU build, vLLM pins
-each engine's OpenMP threads to the first cores of the machine ("auto"), so two engines would
-share one core while the others idle; `take_thread_binding` gives each engine of a run a
-block of cores of its own, or no pinning (and a fair share of threads) when there are fewer
-cores than engines or another run's engines are up.
+every engine's OpenMP threads to the first cores of the machine ("auto"), so the engines of two
+runs on one machine would spin on the same cores while others idle; `thread_binding` gives a
+new engine the cores other runs' engines left free, or no pinning when they left none.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,21 +112,21 @@ def stop_processes(processes: Iterable[psutil.Process], grace_s: float = 5.0) ->
     psutil.wait_procs(alive, timeout=5)
 
 
-def omp_threads_bind(cpus: Sequence[int], num_engines: int, slot: int) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for engine `slot` of `num_engines` that run at once on `cpus`.
+def omp_threads_bind(cpus: Collection[int], taken: Collection[int]) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for a new engine that may use `cpus`, while engines of other
+    runs on the machine have pinned threads to the cores `taken`.
 
-    One engine keeps vLLM's own choice ("auto": every core but one, which its scheduler gets).
-    Several engines get disjoint blocks of cores (the last takes the remainder), since "auto"
-    would pin each of them to the same first cores. With fewer cores than engines, or an
-    engine beyond the planned number, no pinning ("nobind"): the kernel spreads them.
+    The engines of one run never generate at once (the harness calls one role at a time, and
+    an idle engine sleeps), so they need no cores of their own: with nothing taken, vLLM's own
+    choice ("auto": every core but one, which its scheduler gets; on the CPU build that is the
+    first cores, whichever engine asks). Next to another run's engines, the cores they left
+    free; none left: no pinning ("nobind"), so that the kernel shares the cores instead of two
+    engines spinning on the same ones.
     """
-    if num_engines <= 1 and slot == 0:
+    free = sorted(set(cpus) - set(taken))
+    if len(free) == len(set(cpus)):
         return "auto"
-    if len(cpus) < num_engines or not 0 <= slot < num_engines:
-        return "nobind"
-    size = len(cpus) // num_engines
-    end = len(cpus) if slot == num_engines - 1 else (slot + 1) * size
-    return _id_list(sorted(cpus)[slot * size : end])
+    return _id_list(free) if free else "nobind"
 
 
 def _id_list(ids: Sequence[int]) -> str:
@@ -141,30 +140,32 @@ def _id_list(ids: Sequence[int]) -> str:
     return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-# Cores are a machine resource: every RunContext of this process shares one set of slots.
-_TAKEN_SLOTS: set[int] = set()
-
-
-def take_thread_binding(num_engines: int) -> tuple[int | None, dict[str, str]]:
-    """A slot and the environment for a new vLLM engine of a run that holds at most
-    `num_engines` engines at once: ``(None, {})`` where vLLM does not pin threads (a GPU build)
-    or the environment already sets the binding. Give the slot back with `give_back_slot`."""
+def thread_binding() -> dict[str, str]:
+    """The environment a new vLLM engine starts with: its thread binding (`omp_threads_bind`)
+    on the CPU build; nothing on a GPU build or where the environment sets the binding."""
     if not vllm_cpu_build() or BIND_VARIABLE in os.environ:
-        return None, {}
-    slot = min(set(range(len(_TAKEN_SLOTS) + 1)) - _TAKEN_SLOTS)
-    _TAKEN_SLOTS.add(slot)
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    foreign = foreign_vllm_processes()  # another run's engines: their cores are unknown
-    value = "nobind" if foreign else omp_threads_bind(cpus, num_engines, slot)
+        return {}
+    cpus = sorted(os.sched_getaffinity(0))
+    value = omp_threads_bind(cpus, pinned_by_other_runs(cpus))
     env = {BIND_VARIABLE: value}
     if value == "nobind" and "OMP_NUM_THREADS" not in os.environ:
-        # unpinned, each engine would start a thread per core: oversubscribed, they spin
-        env["OMP_NUM_THREADS"] = str(max(1, len(cpus) // max(num_engines, 1 + bool(foreign))))
-    return slot, env
+        # unpinned, an engine starts a thread per core: next to another, half of them
+        env["OMP_NUM_THREADS"] = str(max(1, len(cpus) // 2))
+    return env
 
 
-def give_back_slot(slot: int | None) -> None:
-    _TAKEN_SLOTS.discard(slot)  # type: ignore[arg-type]
+def pinned_by_other_runs(cpus: Collection[int]) -> set[int]:
+    """The cores to which the vLLM processes of other runs on this machine pinned threads
+    (a thread allowed on fewer cores than `cpus` is pinned)."""
+    pinned: set[int] = set()
+    for pid in foreign_vllm_processes():
+        with contextlib.suppress(OSError):
+            for task in (PROC / str(pid) / "task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    allowed = os.sched_getaffinity(int(task.name))
+                    if len(allowed) < len(cpus):
+                        pinned |= allowed
+    return pinned
 
 
 def foreign_vllm_processes() -> list[int]:

@@ -6,7 +6,7 @@ gpu_memory_utilization, max_model_len, dtype, enforce_eager, ...), so several GP
 config change. Scripts that build an engine need an `if __name__ == "__main__":` guard.
 
 The engine's processes ignore Ctrl-C (the harness stops them, in order, on its way out) and,
-on the CPU build, bind their threads to cores no other engine of the run uses; closing the
+on the CPU build, bind their threads to cores the engines of other runs left free; closing the
 backend stops them and removes the shared memory they leave behind.
 """
 
@@ -35,7 +35,7 @@ from harness.backends.base import (
     context_overflow,
     plain_messages,
 )
-from harness.backends.processes import give_back_slot, stop_processes, take_thread_binding
+from harness.backends.processes import stop_processes, thread_binding
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
 from harness.types import ChatRequest, Completion, TokenLogprob
@@ -151,7 +151,6 @@ class _ProgressBridge(tqdm):  # type: ignore[type-arg]
 class VLLMEngineBackend(Backend):
     name = "vllm"
     supports_adapters = True
-    pins_cpu_threads = True
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
@@ -163,7 +162,7 @@ class VLLMEngineBackend(Backend):
         shm.clean()  # what engines of killed runs left in shared memory
         self._lora_ids: dict[str, int] = {}
         self._shm_ledger: Path | None = None
-        self._slot, binding = take_thread_binding(context.num_engines)
+        binding = thread_binding()
         started = time.perf_counter()
 
         def build() -> LLM:
@@ -178,11 +177,7 @@ class VLLMEngineBackend(Backend):
             with _environment({**context.env, **binding}):
                 self.llm, self._engine = start_shielded(build)
         except Exception as exc:
-            give_back_slot(self._slot)
             raise BackendError(f"role {role!r}: vLLM could not load {config.model}: {exc}") from exc
-        except BaseException:
-            give_back_slot(self._slot)
-            raise
         self.startup_s = time.perf_counter() - started
         self._engine_pids = sorted(p.pid for p in self._engine)
         self._shm_ledger = shm.record(self._engine_pids)
@@ -280,7 +275,6 @@ class VLLMEngineBackend(Backend):
         stop_processes(self._engine)
         if self._shm_ledger is not None:
             shm.clean(only=self._shm_ledger, forget=True)
-        give_back_slot(self._slot)
 
 
 def _request_latency(output: Any, batch_latency: float) -> float:

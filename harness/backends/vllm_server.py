@@ -27,12 +27,7 @@ from typing import Any
 from harness.backends import shm
 from harness.backends.base import BackendError, RunContext
 from harness.backends.openai_api import OpenAIBackend
-from harness.backends.processes import (
-    BIND_VARIABLE,
-    give_back_slot,
-    stop_group,
-    take_thread_binding,
-)
+from harness.backends.processes import BIND_VARIABLE, stop_group, thread_binding
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -97,19 +92,17 @@ def _die_with_parent() -> None:
 
 class VLLMServerBackend(OpenAIBackend):
     name = "vllm-server"
-    pins_cpu_threads = True
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self._shm_ledger: Path | None = None
-        self._slot: int | None = None
         model_path = resolve_model(config.model, offline=context.offline)
         port = free_loopback_port()
         context.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = context.logs_dir / f"{role}-vllm-server.log"
         shm.clean()  # what engines of killed runs left in shared memory
         started = time.perf_counter()
-        self._slot, binding = take_thread_binding(context.num_engines)
+        binding = thread_binding()
         try:
             self._start(server_command(model_path, config, port), {**context.env, **binding})
             self._wait_healthy(f"http://127.0.0.1:{port}", config.startup_timeout_s, role)
@@ -168,8 +161,6 @@ class VLLMServerBackend(OpenAIBackend):
         """Stop the server's whole process group, whatever state it is in: its main process
         may have died already while its engine and workers live on."""
         process, self.process = self.process, None
-        give_back_slot(self._slot)
-        self._slot = None
         if process is None:
             return
         if process.poll() is None:

@@ -1,8 +1,8 @@
 """Interrupts and kills on real tiny engines: SIGTERM and Ctrl-C stop a CLI run mid-stage
 (exit 143 / 130, one line with the command that resumes, no traceback, no process left) and
 the same command then completes; a vLLM server whose main process, or whole process group,
-is SIGKILLed leaves no engine process and no shared memory once the backend is closed; two
-engines of one run bind their threads to different cores."""
+is SIGKILLed leaves no engine process and no shared memory once the backend is closed; an
+engine started next to another run's engine binds its threads to the cores that one left free."""
 
 from __future__ import annotations
 
@@ -221,39 +221,66 @@ def test_shared_memory_of_a_killed_server_is_removed_on_close(tiny_models, tmp_p
     assert not ledger.exists()
 
 
-def omp_affinities(process: psutil.Process) -> set[str]:
-    """The CPU lists of the threads of `process` that were pinned (to fewer cores than this
-    process may use)."""
-    allowed = os.sched_getaffinity(0)
-    pinned = set()
-    for thread in Path(f"/proc/{process.pid}/task").iterdir():
-        if len(os.sched_getaffinity(int(thread.name))) < len(allowed):
-            status = (thread / "status").read_text()
-            pinned.add(status.split("Cpus_allowed_list:")[1].split()[0])
-    return pinned
+# Another run on the same machine: an engine that stays up until SIGTERM.
+OTHER_RUN = """
+import signal, sys, time
+from pathlib import Path
+
+from harness.backends import RunContext, create_backend
+from harness.config import RoleConfig
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = RoleConfig(backend="vllm", model="tiny-s", engine=%r)
+    backend = create_backend("verifier", config, RunContext(run_dir=Path(sys.argv[1])))
+    try:
+        print("ready", flush=True)
+        time.sleep(600)
+    finally:
+        backend.close()
+"""
 
 
-def test_two_engines_of_a_run_use_different_cores(tiny_models, tmp_path):
-    if len(os.sched_getaffinity(0)) < 2:
+def pinned_cores(processes_: list[psutil.Process]) -> set[int]:
+    """The cores to which threads of `processes_` are pinned (allowed on fewer cores than
+    this process may use)."""
+    allowed, cores = os.sched_getaffinity(0), set()
+    for process in processes_:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            affinity = os.sched_getaffinity(int(task.name))
+            if len(affinity) < len(allowed):
+                cores |= affinity
+    return cores
+
+
+def test_an_engine_next_to_another_runs_engine_uses_other_cores(tiny_models, tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
         pytest.skip("one core: two engines cannot get cores of their own")
     if processes.foreign_vllm_processes():
-        pytest.skip("another run's vLLM engine is up: the harness does not pin next to it")
-    context = RunContext(run_dir=tmp_path, num_engines=2)
-    config = RoleConfig(backend="vllm", model="tiny-s", engine=ENGINE)
-    first = create_backend("verifier", config, context)
+        pytest.skip("a vLLM engine of some other run is up: the test needs to know all of them")
+    script, out = tmp_path / "other_run.py", tmp_path / "other_run.out"
+    script.write_text(OTHER_RUN % ENGINE)
+    # started through a shell that exits at once: the other run is no descendant of this one
+    command = f"{sys.executable} {script} {tmp_path / 'other'}"
+    shell = f"cd {PROJECT_ROOT} && {command} > {out} 2>&1 & echo $!"
+    other = psutil.Process(int(subprocess.check_output(["bash", "-c", shell], text=True)))
     try:
-        second = create_backend("verifier", config.model_copy(update={"model": "tiny-m"}), context)
+        deadline = time.monotonic() + 300
+        while "ready" not in (out.read_text() if out.exists() else ""):
+            assert other.is_running() and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        taken = pinned_cores([p for p in other.children(recursive=True)
+                              if "Worker" in " ".join(p.cmdline())])  # fmt: skip
+        assert taken and len(taken) < len(cpus)  # pinned by vLLM's "auto"
+        config = RoleConfig(backend="vllm", model="tiny-m", engine=ENGINE)
+        backend = create_backend("verifier", config, RunContext(run_dir=tmp_path / "ours"))
         try:
-            for backend in (first, second):
-                backend.generate(verdict_requests(4))
-            workers = [
-                [p for p in b._engine if "Worker" in " ".join(p.cmdline())] for b in (first, second)
-            ]
-            pinned = [set().union(*(omp_affinities(w) for w in ws)) for ws in workers]
-            cpus = sorted(os.sched_getaffinity(0))
-            expected = [processes.omp_threads_bind(cpus, 2, slot) for slot in (0, 1)]
-            assert pinned == [{expected[0]}, {expected[1]}]
+            backend.generate(verdict_requests(4))
+            ours = pinned_cores([p for p in backend._engine if "Worker" in " ".join(p.cmdline())])
         finally:
-            second.close()
+            backend.close()
+        assert ours == set(cpus) - taken
     finally:
-        first.close()
+        other.terminate()
+        other.wait(timeout=60)
