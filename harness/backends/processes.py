@@ -46,7 +46,7 @@ def group_members(pgid: int) -> list[int]:
             continue
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
         fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
 
