@@ -175,9 +175,10 @@ def foreign_vllm_processes() -> list[int]:
 
     own = {p.pid for p in psutil.Process().children(recursive=True)}
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
         with contextlib.suppress(psutil.Error):
             titles = (" ".join(process.info["cmdline"] or []), process.info["name"] or "")
-            if any(t.startswith("VLLM::") for t in titles) and process.pid not in own:
+            running = process.info["status"] != psutil.STATUS_ZOMBIE
+            if running and any(t.startswith("VLLM::") for t in titles) and process.pid not in own:
                 found.append(process.pid)
     return found

@@ -263,7 +263,7 @@ def test_an_engine_next_to_another_runs_engine_uses_other_cores(tiny_models, tmp
     script.write_text(OTHER_RUN % ENGINE)
     # started through a shell that exits at once: the other run is no descendant of this one
     command = f"{sys.executable} {script} {tmp_path / 'other'}"
-    shell = f"cd {PROJECT_ROOT} && {command} > {out} 2>&1 & echo $!"
+    shell = f"cd {PROJECT_ROOT}; {command} > {out} 2>&1 < /dev/null & echo $!"
     other = psutil.Process(int(subprocess.check_output(["bash", "-c", shell], text=True)))
     try:
         deadline = time.monotonic() + 300
