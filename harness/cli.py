@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -573,19 +572,13 @@ def bench(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None, s
     console.print(f"bench: {folder / 'bench.json'}")
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so engines and servers are stopped on the way out."""
-    raise KeyboardInterrupt
-
-
 def run() -> None:
     """Console entry point: clear one-line errors for bad input, never a traceback."""
-    signal.signal(signal.SIGTERM, _terminate)
+    from harness.interrupts import stop_on_signals
+
     try:
-        main(standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        click.echo("interrupted: engines and servers were stopped; rerun to resume", err=True)
-        sys.exit(130)
+        with stop_on_signals():  # Ctrl-C and SIGTERM: stop engines, say how to resume, 130/143
+            main(standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -44,7 +44,7 @@ class RoleConfig(StrictModel):
     served_model_name: str | None = None
     concurrency: int = Field(16, ge=1, le=1024)
     max_attempts: int = Field(3, ge=1, le=10)
-    request_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0, description="one answer; then it is retried")
     startup_timeout_s: float = Field(600.0, gt=0)
     replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
     rule: Literal["keyword", "synthetic"] | None = Field(

@@ -3,8 +3,9 @@
 Structured output uses `response_format={"type": "json_schema", ...}` (a vLLM server ignores
 the older `guided_json` extra). The API key is read from the environment variable the profile
 names, never from the profile. While offline only loopback endpoints are accepted. Requests
-run on a bounded thread pool (`concurrency`); the client retries transient errors a bounded
-number of times (`max_attempts`).
+run on a bounded thread pool (`concurrency`). A request that gets no answer within
+`request_timeout_s` (a stalled server) fails like any other failed request, and the role's
+retry path sends it again, a bounded number of times (`max_attempts`).
 
 A loopback endpoint is reached without any proxy from the environment, offline or not. A
 request that fails is that request's error (unscored downstream); an endpoint that is gone
@@ -69,7 +70,9 @@ class OpenAIBackend(Backend):
         return openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key,
-            max_retries=self.config.max_attempts - 1,
+            # No retries inside the client: the role retries failed requests (`max_attempts`,
+            # with backoff), so a stalled request costs at most max_attempts timeouts.
+            max_retries=0,
             timeout=self.config.request_timeout_s,
             http_client=http_client,
         )
@@ -143,9 +146,12 @@ class OpenAIBackend(Backend):
             openai.NotFoundError,
         ) as exc:
             raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
+        except openai.APITimeoutError:
+            timeout = self.config.request_timeout_s
+            return failed_completion(self.config.label, f"no answer within {timeout:g} s "
+                                     "(request_timeout_s)")  # fmt: skip
         except openai.APIConnectionError as exc:
-            if not isinstance(exc, openai.APITimeoutError):  # a slow request is its own failure
-                self._connection_failed(exc)
+            self._connection_failed(exc)
             return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
         except openai.OpenAIError as exc:
             return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])

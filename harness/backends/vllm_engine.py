@@ -4,20 +4,29 @@
 Engine options come from the role's `engine:` mapping unchanged (tensor_parallel_size,
 gpu_memory_utilization, max_model_len, dtype, enforce_eager, ...), so several GPUs are a
 config change. Scripts that build an engine need an `if __name__ == "__main__":` guard.
+
+The engine's processes ignore Ctrl-C (the harness stops them, in order, on its way out) and,
+on the CPU build, bind their threads to cores the engines of other runs left free; closing the
+backend stops them and removes the shared memory they leave behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from harness.backends import shm
 from harness.backends.base import (
     Advance,
     Backend,
@@ -27,6 +36,7 @@ from harness.backends.base import (
     context_overflow,
     plain_messages,
 )
+from harness.backends.processes import stop_processes, thread_binding
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
 from harness.types import ChatRequest, Completion, TokenLogprob
@@ -56,10 +66,68 @@ def engine_defaults() -> dict[str, Any]:
     return {"enable_chunked_prefill": False}
 
 
-def _child_pids() -> set[int]:
+T = TypeVar("T")
+
+
+def _children() -> dict[int, Any]:  # pid -> psutil.Process
     import psutil
 
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    return {p.pid: p for p in psutil.Process().children(recursive=True)}
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set `variables` for the processes started inside the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
+    """Run `build`, which starts engine processes, in a thread that blocks SIGINT: the
+    processes inherit the blocked signal, so the Ctrl-C that a terminal sends to the whole
+    process group reaches the harness only, which then stops the engine in order (otherwise
+    the engine dies first and the run ends in EngineDeadError tracebacks). The calling thread
+    stays interruptible: an interrupt while the engine starts stops its processes at once.
+    Returns what `build` returned and the processes it started (psutil handles)."""
+    import multiprocessing.resource_tracker
+
+    # started later, the resource tracker would unblock the signals of the thread starting it
+    multiprocessing.resource_tracker.ensure_running()
+    before, outcome = _children(), {}
+
+    def target() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            outcome["value"] = build()
+        except BaseException as exc:  # handed to the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="vllm-engine-start", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except BaseException:
+        started = [p for pid, p in _children().items() if pid not in before]
+        ledger = shm.record([p.pid for p in started]) if started else None
+        stop_processes(started, grace_s=0)
+        thread.join(30)  # the build fails once its processes are gone
+        with contextlib.suppress(Exception):
+            outcome["value"].llm_engine.engine_core.shutdown()
+        if ledger is not None:
+            shm.clean(only=ledger, forget=True)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"], [p for pid, p in _children().items() if pid not in before]
 
 
 class _ProgressBridge(tqdm):  # type: ignore[type-arg]
@@ -92,19 +160,28 @@ class VLLMEngineBackend(Backend):
         model_path = resolve_model(config.model, offline=context.offline)
         # engine statistics on: they carry each request's own queue-to-last-token time
         options = {"seed": 0, "disable_log_stats": False, **engine_defaults(), **config.engine}
-        started, children_before = time.perf_counter(), _child_pids()
+        shm.clean()  # what engines of killed runs left in shared memory
         self._lora_ids: dict[str, int] = {}
-        try:
-            self.llm = LLM(
+        self._shm_ledger: Path | None = None
+        binding = thread_binding()
+        started = time.perf_counter()
+
+        def build() -> LLM:
+            return LLM(
                 model=model_path,
                 served_model_name=config.label,
                 structured_outputs_config=structured_outputs_config(config.grammar),
                 **options,
             )
+
+        try:
+            with _environment({**context.env, **binding}):
+                self.llm, self._engine = start_shielded(build)
         except Exception as exc:
             raise BackendError(f"role {role!r}: vLLM could not load {config.model}: {exc}") from exc
         self.startup_s = time.perf_counter() - started
-        self._engine_pids = sorted(_child_pids() - children_before)
+        self._engine_pids = sorted(p.pid for p in self._engine)
+        self._shm_ledger = shm.record(self._engine_pids)
 
     def process_ids(self) -> list[int]:
         """The engine core process(es) that hold the weights and the KV cache."""
@@ -195,10 +272,16 @@ class VLLMEngineBackend(Backend):
         return context_overflow(len(ids), self.llm.llm_engine.model_config.max_model_len)
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
+        """Shut the engine down, stop whatever of its processes is left, and remove the
+        shared memory they held; safe after an interrupt, or when the engine died."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        with contextlib.suppress(Exception):  # an engine that died already
             llm.llm_engine.engine_core.shutdown()
-            self.llm = None
+        stop_processes(self._engine)
+        if self._shm_ledger is not None:
+            shm.clean(only=self._shm_ledger, forget=True)
 
 
 def _request_latency(output: Any, batch_latency: float) -> float:

@@ -1,11 +1,14 @@
 """A vLLM OpenAI-compatible server that the harness starts itself on 127.0.0.1.
 
-The server runs as a child process on a free loopback port, logs into the run folder
-(`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats), and is
-stopped when the role closes: on success, on error, on Ctrl-C, and (through the kernel's
-parent-death signal) when the harness itself dies. Requests go through the OpenAI client.
-A server that exits mid-run raises `BackendGone` (the stage stops unfinished; the rerun starts
-a new server). Offline, the server's environment holds no proxy setting.
+The server runs as a child process on a free loopback port, in a process group of its own
+with its engine and worker processes, and logs into the run folder
+(`logs/<role>-vllm-server.log`; requests are never logged, only start-up and stats). It is
+stopped when the role closes: on success, on error, on Ctrl-C or SIGTERM, and (through the
+kernel's parent-death signal) when the harness itself dies. Stopping ends the whole group,
+also when the server's main process has died and its engine lives on, and removes the shared
+memory a killed engine leaves behind. Requests go through the OpenAI client. A server that
+exits mid-run raises `BackendGone` (the stage stops unfinished; the rerun starts a new
+server). Offline, the server's environment holds no proxy setting.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -24,8 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.backends import shm
 from harness.backends.base import Advance, BackendError, BackendGone, RunContext
 from harness.backends.openai_api import OpenAIBackend
+from harness.backends.processes import BIND_VARIABLE, stop_group, thread_binding
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -95,14 +99,18 @@ class VLLMServerBackend(OpenAIBackend):
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.process: subprocess.Popen[bytes] | None = None
+        self._shm_ledger: Path | None = None
         model_path = resolve_model(config.model, offline=context.offline)
         port = free_loopback_port()
         context.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = context.logs_dir / f"{role}-vllm-server.log"
+        shm.clean()  # what engines of killed runs left in shared memory
         started = time.perf_counter()
-        self._start(server_command(model_path, config, port), context)
+        binding = thread_binding()
         try:
+            self._start(server_command(model_path, config, port), context, binding)
             self._wait_healthy(f"http://127.0.0.1:{port}", config.startup_timeout_s, role)
+            self._shm_ledger = shm.record(self.process_ids())
         except BaseException:
             self._stop()
             raise
@@ -118,18 +126,19 @@ class VLLMServerBackend(OpenAIBackend):
             self._stop()
             raise
 
-    def _start(self, command: list[str], context: RunContext) -> None:
+    def _start(self, command: list[str], context: RunContext, binding: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(command)}\n".encode())
+            settings = "".join(f"{k}={v} " for k, v in binding.items() if k == BIND_VARIABLE)
+            log.write(f"$ {settings}{' '.join(command)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True,  # its own group: a Ctrl-C reaches the harness only
                 preexec_fn=_die_with_parent,
-                env=child_environment(context.offline, context.env),
+                env=child_environment(context.offline, {**context.env, **binding}),
             )
             log.write(f"# harness: server pid {self.process.pid}\n".encode())
 
@@ -174,32 +183,33 @@ class VLLMServerBackend(OpenAIBackend):
         return super()._generate(requests, advance)
 
     def _stop(self) -> None:
+        """Stop the server's whole process group, whatever state it is in: its main process
+        may have died already while its engine and workers live on."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            process.wait(timeout=10)
-        # The engine processes the server spawned share its process group; wait them out too.
-        if not _group_gone(process.pid, timeout_s=15):
-            _kill_group(process.pid)
-            _group_gone(process.pid, timeout_s=10)
+        if process.poll() is None:
+            self._shm_ledger = shm.record(self.process_ids(process)) or self._shm_ledger
+        # SIGTERM first: the server stops its engine, which removes its shared memory
+        stop_group(process.pid, grace_s=15, leader=process)
+        if self._shm_ledger is not None:
+            shm.clean(only=self._shm_ledger)
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def process_ids(self) -> list[int]:
+    def process_ids(self, process: subprocess.Popen[bytes] | None = None) -> list[int]:
         import psutil
 
-        if self.process is None or self.process.poll() is not None:
+        process = process or self.process
+        if process is None or process.poll() is not None:
             return []
-        server = psutil.Process(self.process.pid)
-        return [server.pid, *(c.pid for c in server.children(recursive=True))]
+        try:
+            server = psutil.Process(process.pid)
+            return [server.pid, *(c.pid for c in server.children(recursive=True))]
+        except psutil.Error:
+            return []
 
     def close(self) -> None:
         super().close()
@@ -211,22 +221,6 @@ def _exit_status(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _tail(path: Path, num_lines: int = 20) -> str:

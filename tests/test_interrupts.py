@@ -1,0 +1,132 @@
+"""Ctrl-C and SIGTERM: one line with the command that resumes, exit 130 / 143, and whatever
+fails while the run stops (an engine that died of the same signal) is no error of its own."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+
+import click
+import pytest
+
+from harness.interrupts import resume_command, stop_on_signals
+
+ARGV = ["/somewhere/bin/harness", "eval", "-c", "configs/my profile.yaml"]
+
+
+@pytest.fixture(autouse=True)
+def restore_handlers():
+    """After a signal the handlers stay deaf until the exit; this process goes on."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, action in before.items():
+        signal.signal(signum, action)
+
+
+def interrupt_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(5)  # the handler raises here
+    raise AssertionError("the signal did not interrupt")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_block_with_one_line(capsys, signum, code):
+    closed = []
+    with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV):
+        try:
+            interrupt_self(signum)
+        finally:
+            closed.append(True)  # context managers on the way out still run
+    assert stop.value.code == code
+    assert closed == [True]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert signal.Signals(signum).name in lines[0]
+    assert lines[0].endswith(
+        "resume with: /somewhere/bin/harness eval -c 'configs/my profile.yaml'"
+    )
+
+
+def test_an_error_after_the_signal_is_part_of_the_interruption(capsys):
+    """An engine killed by the same signal fails the request in flight: still an interrupt."""
+    with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV):
+        try:
+            interrupt_self(signal.SIGTERM)
+        finally:
+            raise RuntimeError("EngineDeadError: the engine core died")
+    assert stop.value.code == 143
+    err = capsys.readouterr().err
+    assert "EngineDeadError" not in err and "Traceback" not in err
+
+
+def test_a_swallowed_interrupt_still_ends_the_command_as_interrupted(capsys):
+    # vLLM's engine start-up swallows a KeyboardInterrupt in the same way
+    with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV), suppress(KeyboardInterrupt):
+        interrupt_self(signal.SIGTERM)
+    assert stop.value.code == 143
+
+
+def test_further_signals_while_stopping_are_ignored(capsys):
+    with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV):
+        try:
+            interrupt_self(signal.SIGINT)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal while closing engines
+            time.sleep(0.2)
+    assert stop.value.code == 130
+    assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def test_without_a_signal_errors_pass_and_handlers_are_restored():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(ValueError), stop_on_signals(ARGV):
+        raise ValueError("not an interrupt")
+    with stop_on_signals(ARGV):
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), click.exceptions.Abort()])
+def test_a_keyboard_interrupt_without_a_handler_run_counts_as_ctrl_c(capsys, exc):
+    with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV):
+        raise exc
+    assert stop.value.code == 130
+
+
+def test_resume_command():
+    assert resume_command(ARGV) == "/somewhere/bin/harness eval -c 'configs/my profile.yaml'"
+    module = resume_command(["/x/harness/__main__.py", "verify", "--set", "a.b=c d"])
+    assert shlex.split(module)[1:] == ["-m", "harness", "verify", "--set", "a.b=c d"]
+    assert shlex.split(module)[0] in (sys.executable, os.path.basename(sys.executable))
+
+
+def test_the_cli_exits_143_on_sigterm_with_one_line(tmp_path):
+    """The real entry point, on a command that waits: SIGTERM gives 143 and one line."""
+    script = (
+        "import time, harness.cli as cli\n"
+        "@cli.main.command('wait')\n"
+        "def wait():\n"
+        "    print('waiting', flush=True)\n"
+        "    time.sleep(60)\n"
+        "cli.run()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "waiting"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.strip()]
+    assert line == "interrupted (SIGTERM): engines and servers stopped; resume with: -c wait"
