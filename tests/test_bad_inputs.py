@@ -277,15 +277,18 @@ def assert_one_line_error(case: Case) -> None:
     assert cpu_s < CPU_LIMIT_S, f"{cpu_s:.1f} s of CPU before failing"
 
 
+@pytest.mark.integration  # a subprocess harness run
 @pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=lambda f: f.__name__)
 def test_bad_input_is_one_line_with_exit_2(tmp_path: Path, bad_input):
     assert_one_line_error(bad_input(tmp_path))
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_run_name_cannot_leave_runs_dir(run_name_outside_runs: Case):
     assert_one_line_error(run_name_outside_runs)
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_debug_shows_the_traceback(tmp_path: Path):
     profile = write_profile(tmp_path, "")
     done, _ = harness("--debug", "verify", "-c", str(profile))

@@ -8,7 +8,6 @@ from rich.console import Console
 
 from harness.backends.scripted import ScriptedBackend
 from harness.bench import (
-    BENCH_KEYS,
     FULL,
     FULL_GPU,
     SMOKE,
@@ -402,12 +401,6 @@ def test_tables_show_every_section_and_unmet_goals():
     assert "1.60 1.50 1.70" in text  # its rounds
     assert "60%" in text and "n/a" in text  # compact agrees on 60%; each scored nothing
     assert "0% 42% 0%" in text  # how busy the machine was in each round
-
-
-def test_bench_json_keys():
-    assert set(BENCH_KEYS) == {"ratios", "engine_ceiling", "layouts", "agreement", "grammar",
-                               "scaling", "train_step_split", "machine", "goals",
-                               "workload"}  # fmt: skip
 
 
 def test_smoke_runs_on_the_tiny_model_whatever_the_profile_verifier():

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.cache import CachedBackend, CompletionCache
-from harness.backends.scripted import ScriptedBackend, keyword_verdicts
+from harness.backends.scripted import RULES, ScriptedBackend, keyword_verdicts
 from harness.compare import (
     Measurement,
     compare_verifiers,
@@ -27,7 +26,8 @@ from harness.roles import RolePool
 from harness.types import Candidate, Criterion, Prompt, Rubric, Verdict
 from harness.verifier import Job
 
-from .conftest import scripted_role
+from .conftest import scripted_role, verdict_requests
+from .fakes import FakeOpenAIServer
 
 PROMPT = Prompt(id="p", prompt="Which dose?")
 RUBRIC = Rubric(prompt_id="p", criteria=tuple(
@@ -132,13 +132,15 @@ def test_the_pool_stops_only_the_engines_no_stage_needs(context):
 
 
 def test_an_uncached_role_reaches_the_backend(context):
-    role_config = scripted_role(["{}"])
-    inner = ScriptedBackend("verifier", role_config, context)
-    cached = CachedBackend(inner, CompletionCache(context.cache_dir / "completions.sqlite"))
-    with RolePool(context) as pool:
-        pool._backends[pool.key(role_config)] = cached
-        assert pool.role("verifier", role_config).backend is cached
-        assert pool.role("verifier", role_config, cached=False).backend is inner
+    [request] = verdict_requests(1)
+    with FakeOpenAIServer() as server, RolePool(context) as pool:
+        role_config = RoleConfig(backend="openai", model="m", base_url=server.base_url)
+        cached = pool.role("verifier", role_config)
+        assert [cached.generate([request])[0].cached for _ in range(2)] == [False, True]
+        assert len(server.requests) == 1
+        [answer] = pool.role("verifier", role_config, cached=False).generate([request])
+        assert not answer.cached and answer.parsed == cached.generate([request])[0].parsed
+        assert len(server.requests) == 2
 
 
 # --- the off-topic preference probe ---------------------------------------------------------
@@ -180,11 +182,17 @@ def constant_verifier(name="constant") -> RoleConfig:
                       replies=['{"c1": "yes", "c2": "yes"}'])  # fmt: skip
 
 
-def run_compare(context, config: HarnessConfig, folder: Path, backends=()) -> dict:
+def run_compare(context, config: HarnessConfig, folder: Path) -> dict:
+    return compare_with_backends(context, config, folder)[0]
+
+
+def compare_with_backends(
+    context, config: HarnessConfig, folder: Path
+) -> tuple[dict, dict[str, ScriptedBackend]]:
+    """The comparison, and the backend of each verifier label (their calls recorded)."""
     with RolePool(context) as pool:
-        for role_config, backend in backends:
-            pool._backends[pool.key(role_config)] = backend
-        return compare_verifiers(pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f")
+        backends = {v.label: pool.role("verifier", v).backend for v in config.roles.verifier}
+        return compare_verifiers(pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f"), backends
 
 
 def rows_by_label(summary: dict) -> dict[str, dict]:
@@ -238,15 +246,14 @@ def test_off_topic_jobs_leave_the_agreement_metrics_alone(context, tmp_path: Pat
     assert constant["num_compared"] == 12 and constant["accuracy"] == 0.75
 
 
-def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Path):
-    flaky = RoleConfig(name="flaky", backend="scripted", model="flaky", rule="keyword",
-                       max_attempts=1)  # fmt: skip
-
+def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Path, monkeypatch):
     def script(request):  # no answer for the responses shown to p1
         return None if request.id.startswith("offtopic:p1:") else keyword_verdicts(request)
 
-    backend = ScriptedBackend("verifier", flaky, context, script=script)
-    summary = run_compare(context, probe_config(flaky), tmp_path / "c", [(flaky, backend)])
+    monkeypatch.setitem(RULES, "keyword", script)  # what the registry's scripted backend follows
+    flaky = RoleConfig(name="flaky", backend="scripted", model="flaky", rule="keyword",
+                       max_attempts=1)  # fmt: skip
+    summary = run_compare(context, probe_config(flaky), tmp_path / "c")
     row = summary["verifiers"][0]
     assert row["reference"] and row["off_topic_unscored"] == 8 and row["off_topic_pairs"] == 16
     assert row["off_topic_accuracy"] == 1.0
@@ -256,15 +263,15 @@ def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Pa
 def test_a_rerun_measures_only_what_is_missing(context, tmp_path: Path):
     keyword, constant = keyword_verifier(), constant_verifier()
     first = run_compare(context, probe_config(keyword), tmp_path / "c")
-    backend = ScriptedBackend("verifier", keyword, context)
     both = probe_config(keyword, constant)
-    again = run_compare(context, both, tmp_path / "c", [(keyword, backend)])
-    assert backend.calls == []  # reused, probe included
+    again, backends = compare_with_backends(context, both, tmp_path / "c")
+    assert backends["keyword"].calls == []  # reused, probe included
+    assert backends["constant"].calls != []
     assert rows_by_label(again)["keyword"]["off_topic_accuracy"] == 1.0
     assert rows_by_label(first)["keyword"]["off_topic_accuracy"] == 1.0
     # a run folder from before the probe has no verdicts of its jobs: measured again
     path = tmp_path / "c" / "keyword.verdicts.jsonl"
     kept = [v for v in read_records(path, Verdict) if not v.candidate_id.startswith("offtopic:")]
     write_records(path, kept)
-    run_compare(context, both, tmp_path / "c", [(keyword, backend)])
-    assert len(backend.calls) == 6 + 12
+    _, backends = compare_with_backends(context, both, tmp_path / "c")
+    assert len(backends["keyword"].calls) == 6 + 12

@@ -84,6 +84,7 @@ def test_model_name_must_be_a_plain_folder_name(tmp_path: Path, name: str):
         import_gguf(write_gguf(tmp_path / "m.gguf"), name, weights_dir=tmp_path)
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_cli_prints_one_line_not_a_traceback(tmp_path: Path):
     path = tmp_path / "m.gguf"
     path.write_text("not a model")

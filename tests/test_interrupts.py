@@ -105,6 +105,7 @@ def test_resume_command():
     assert shlex.split(module)[0] in (sys.executable, os.path.basename(sys.executable))
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_the_cli_exits_143_on_sigterm_with_one_line(tmp_path):
     """The real entry point, on a command that waits: SIGTERM gives 143 and one line."""
     script = (

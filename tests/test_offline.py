@@ -49,6 +49,7 @@ def test_offline_environment_blocks_hub_and_telemetry(monkeypatch):
     assert os.environ["DO_NOT_TRACK"] == "1"  # telemetry stays off online too
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_cli_refuses_remote_endpoint_with_a_clear_error(tmp_path):
     profile = tmp_path / "remote.yaml"
     profile.write_text(

@@ -111,6 +111,7 @@ def test_server_health_check_never_uses_the_proxy(proxy, tmp_path):
     assert proxy.connections == 0
 
 
+@pytest.mark.integration  # a subprocess harness run
 def test_cli_offline_run_with_a_proxy_in_the_environment(proxy, tmp_path: Path):
     profile = tmp_path / "profile.yaml"
     requests = tmp_path / "requests.jsonl"

@@ -22,7 +22,7 @@ from harness.backends.scripted import ScriptedBackend
 from harness.config import HarnessConfig
 from harness.prompts import PROMPTS_DIR
 from harness.refiner import RefineRoles, is_tied, load_checkpoint, refine, select_pair
-from harness.roles import Role
+from harness.roles import Role, build_role
 from harness.types import Candidate, ChatRequest, Criterion, Prompt, Rubric
 
 from .conftest import scripted_role
@@ -155,8 +155,9 @@ def test_checkpoint_resumes_after_the_last_finished_iteration(context):
 
 
 def test_a_failed_refinement_keeps_the_rubric_and_is_recorded(context):
-    roles, proposer, _ = make_roles(context)
-    proposer.script = lambda request: None
+    _, _, verifier = make_roles(context)
+    silent = build_role("proposer", scripted_role(max_attempts=1), context)  # no replies at all
+    roles = RefineRoles(silent, Role("verifier", verifier.config, verifier))
     state = refine(roles, PROMPTS, CANDIDATES, INITIAL, settings(iterations=1), PROMPTS_DIR,
                    context.run_dir / "refine")  # fmt: skip
     assert state.new_rubrics == []

@@ -18,7 +18,7 @@ RUBRICS = {
 
 
 def reward_function(context, **fields):
-    verifier = RoleConfig(backend="scripted", model="rule", rule="keyword", **fields)
+    verifier = RoleConfig(**{"backend": "scripted", "model": "rule", "rule": "keyword", **fields})
     return RubricReward(PROMPTS, RUBRICS, verifier, context, VerifyConfig(reward="paper"),
                         PROMPTS_DIR, context.run_dir / "rewards.jsonl")  # fmt: skip
 
@@ -41,8 +41,7 @@ def test_one_reward_per_completion_from_one_verifier_batch(context):
 
 def test_an_unobtainable_verdict_is_a_none_reward_never_zero(context):
     context.run_dir.mkdir(parents=True)
-    reward = reward_function(context, max_attempts=1)
-    reward.role().backend.script = lambda request: None
+    reward = reward_function(context, rule=None, replies=[], max_attempts=1)  # never answers
     assert reward(prompts=[None], completions=completions("kb"), prompt_id=["p1"]) == [None]
 
 
