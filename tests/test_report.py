@@ -233,9 +233,10 @@ def minimal_summary() -> dict:
     }
 
 
-@pytest.fixture
-def full(tmp_path: Path) -> tuple[Path, dict, dict[str, Path]]:
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, Path]]:
+    """One report for the tests that only read it (drawing its plots takes seconds)."""
+    run_dir = tmp_path_factory.mktemp("full") / "run"
     summary = full_summary(run_dir)
     return run_dir, summary, write_report(run_dir, summary)
 
