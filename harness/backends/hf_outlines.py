@@ -19,6 +19,7 @@ from harness.backends.base import (
     Advance,
     Backend,
     BackendError,
+    Capabilities,
     RunContext,
     context_overflow,
     plain_messages,
@@ -32,7 +33,7 @@ OUTLINES_GRAMMAR = {"outlines": "outlines_core", "xgrammar": "xgrammar", "guidan
 
 class TransformersBackend(Backend):
     name = "transformers"
-    supports_adapters = True
+    capabilities = Capabilities(adapters=True, engine="transformers")
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
@@ -58,6 +59,9 @@ class TransformersBackend(Backend):
 
     def process_ids(self) -> list[int]:
         return [os.getpid()]
+
+    def engine_handle(self) -> Any:
+        return self.hf_model, self.tokenizer
 
     def _use_adapter(self, adapter: Adapter | None) -> None:
         """Switch the model to `adapter` (loaded once, kept by its fingerprint) or the base."""

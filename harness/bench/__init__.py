@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.backends import RunContext
+from harness.backends import RunContext, capabilities_of
 from harness.bench.engine import Engine, Recorder
 from harness.bench.goals import RATE_RATIOS, compute_agreement, compute_goals, compute_ratios
 from harness.bench.measure import (
@@ -138,7 +138,7 @@ def bench_verifier(config: HarnessConfig, smoke: bool = False) -> RoleConfig:
     engine's own counters, so a server or a remote API cannot be measured). A smoke run
     swaps its model for `SMOKE_MODEL` (tiny, sampled verdicts) and keeps its engine options."""
     verifier = config.verifier()
-    if verifier.backend not in ("vllm", "vllm-server"):
+    if capabilities_of(verifier).engine != "vllm":
         raise ConfigError(
             f"harness bench measures a vLLM engine: the first verifier ({verifier.label}) uses "
             f"backend {verifier.backend!r}; use a profile whose verifier is vllm or vllm-server"

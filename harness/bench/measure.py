@@ -340,7 +340,7 @@ def measure_transformers(
         completions = backend.generate(requests)
         constrained_s = time.perf_counter() - started
         lengths = [max(c.completion_tokens, 1) for c in completions]
-        model, tokenizer = backend.hf_model, backend.tokenizer  # type: ignore[attr-defined]
+        model, tokenizer = backend.engine_handle()
         unconstrained_s = 0.0
         for request, length in zip(requests, lengths):
             ids = tokenizer.apply_chat_template(
