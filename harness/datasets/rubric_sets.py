@@ -6,10 +6,10 @@ dataset (one `{"prompt", "rubrics": [{"criterion", "weight"}], "number_of_criter
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
@@ -19,6 +19,8 @@ from harness.types import Candidate, ChatMessage, Criterion, Prompt, Record, Rub
 
 IDEAL_MODEL = "physician-ideal"
 
+R = TypeVar("R", bound=Record)
+
 
 def _nonzero(weight: int) -> int:
     if weight == 0:
@@ -27,6 +29,17 @@ def _nonzero(weight: int) -> int:
 
 
 Weight = Annotated[int, Field(ge=-10, le=10), AfterValidator(_nonzero)]
+
+
+def _valid_lines(path: Path, record_type: type[R]) -> Iterator[tuple[int, R]]:
+    """Each line of a JSONL file as `record_type`, read and checked one at a time (a bad line
+    fails with its number once the lines before it passed every check)."""
+    for number, raw in read_lines(path):
+        try:
+            record = record_type.model_validate(raw)
+        except ValidationError as exc:
+            raise invalid_record(path, "line", number, exc) from None
+        yield number, record
 
 
 # --- HealthBench ---
@@ -67,11 +80,7 @@ def load_healthbench(path: Path) -> HealthBenchData:
     path = Path(path)
     data = HealthBenchData(prompts=[], rubrics=[], candidates=[])
     seen: dict[str, int] = {}
-    for number, raw in read_lines(path):
-        try:
-            line = _HealthBenchLine.model_validate(raw)
-        except ValidationError as exc:
-            raise invalid_record(path, "line", number, exc) from None
+    for number, line in _valid_lines(path, _HealthBenchLine):
         if (first := repeat_of(seen, line.prompt_id, number)) is not None:
             raise InputError(
                 f"{path}:{number}: prompt_id: duplicate {line.prompt_id!r} (first at line {first})"
@@ -154,11 +163,7 @@ def import_rubric_dataset(path: Path) -> tuple[list[Prompt], list[Rubric]]:
     prompts: list[Prompt] = []
     rubrics: list[Rubric] = []
     seen: dict[str, int] = {}
-    for number, raw in read_lines(path):
-        try:
-            record = _PaperRecord.model_validate(raw)
-        except ValidationError as exc:
-            raise invalid_record(path, "line", number, exc) from None
+    for number, record in _valid_lines(path, _PaperRecord):
         _check_totals(path, number, record)
         prompt_id = "r-" + hashlib.sha256(record.prompt.encode()).hexdigest()[:12]
         if (first := repeat_of(seen, prompt_id, number)) is not None:
