@@ -1,222 +1,61 @@
 """Run profiles: YAML files in `configs/`, validated by pydantic, with `--set a.b=c` overrides.
 
 A profile maps each role (`policy`, `proposer`, `verifier` or a list of verifiers, `judge`) to a
-backend, a model, sampling settings and a pass-through mapping of engine options. A bad key or
-value fails with the file, the line, the key's dotted path and a hint. No torch or vLLM import
-happens here, so `harness --help` stays instant.
+backend, a model, sampling settings and a pass-through mapping of engine options
+(`harness.role_config`), and sets each stage (`harness.stage_config`). A bad key or value fails
+with the file, the line, the key's dotted path and a hint. No torch or vLLM import happens here,
+so `harness --help` stays instant.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.jsonl import InputError, read_text
 from harness.models.manifest import PROJECT_ROOT
 from harness.profile_yaml import ConfigError, compose, construct, key_lines, kind_of
+from harness.role_config import ROLE_NAMES, BackendName, RoleConfig, Roles, StrictModel
+from harness.stage_config import (
+    CompareConfig,
+    DataConfig,
+    EvalConfig,
+    JudgeConfig,
+    ProposeConfig,
+    RefineConfig,
+    RolloutsConfig,
+    TrainConfig,
+    VerifyConfig,
+)
 from harness.types import Sampling
 
+__all__ = [
+    "DEFAULT_PROFILE",
+    "ROLE_NAMES",
+    "BackendName",
+    "CompareConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "HarnessConfig",
+    "JudgeConfig",
+    "ProposeConfig",
+    "RefineConfig",
+    "RoleConfig",
+    "Roles",
+    "RolloutsConfig",
+    "StrictModel",
+    "TrainConfig",
+    "VerifyConfig",
+    "dump_config",
+    "load_config",
+]
+
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "default.yaml"
-ROLE_NAMES = ("policy", "proposer", "verifier", "judge")
-BackendName = Literal["vllm", "vllm-server", "openai", "transformers", "scripted"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RoleConfig(StrictModel):
-    """How one role is served: which backend, which model, how to sample."""
-
-    name: str | None = Field(None, description="label in tables; defaults to the model")
-    backend: BackendName
-    model: str
-    sampling: Sampling = Sampling()
-    engine: dict[str, Any] = Field(default_factory=dict, description="passed to vLLM as is")
-    grammar: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
-    base_url: str | None = None
-    api_key_env: str | None = Field(None, description="variable holding the API key")
-    served_model_name: str | None = None
-    concurrency: int = Field(16, ge=1, le=1024)
-    max_attempts: int = Field(3, ge=1, le=10)
-    request_timeout_s: float = Field(300.0, gt=0, description="one answer; then it is retried")
-    startup_timeout_s: float = Field(600.0, gt=0)
-    replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
-    rule: Literal["keyword", "synthetic"] | None = Field(
-        None, description="scripted backend: a built-in rule"
-    )
-    # changes no answer, so it stays out of fingerprints and the saved config (`exclude`)
-    delay_s: float = Field(
-        0.0, ge=0, le=10, exclude=True, description="scripted backend: seconds per request"
-    )
-
-    @model_validator(mode="after")
-    def _backend_needs(self) -> RoleConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if self.backend == "scripted" and self.replies is None and self.rule is None:
-            raise ValueError("backend 'scripted' needs replies (a list or a mapping) or a rule")
-        return self
-
-    @property
-    def label(self) -> str:
-        return self.name or self.model
-
-
-class Roles(StrictModel):
-    policy: RoleConfig | None = None
-    proposer: RoleConfig | None = None
-    verifier: list[RoleConfig] = Field(default_factory=list)
-    judge: RoleConfig | None = None
-
-    @field_validator("verifier", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        if value == []:
-            raise ValueError("an empty list: give at least one verifier, or leave the key out")
-        return [value] if isinstance(value, dict) else value
-
-    def get(self, role: str) -> RoleConfig:
-        """The config of a role; for `verifier`, the first one listed."""
-        if role not in ROLE_NAMES:
-            raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLE_NAMES)}")
-        value = getattr(self, role)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is None:
-            raise ConfigError(f"role {role!r} is not configured in this profile (roles.{role})")
-        return value
-
-
-class DataConfig(StrictModel):
-    prompts: str = Field(
-        "harness/data/sample_prompts.jsonl",
-        description="JSONL, Parquet, a saved HF dataset, the paper's .json, or a HealthBench JSONL",
-    )
-    max_prompts: int | None = Field(None, ge=1)
-
-
-class RolloutsConfig(StrictModel):
-    num_samples: int = Field(4, ge=1, description="responses per prompt and model")
-    models: list[RoleConfig] = Field(default_factory=list, description="default: the policy")
-
-
-class ProposeConfig(StrictModel):
-    min_criteria: int = Field(3, ge=1)
-    max_criteria: int = Field(20, ge=1, le=100)
-    min_criterion_chars: int = Field(1, ge=1, description="e.g. 20: sentences, not labels")
-    criterion_pattern: str | None = Field(
-        None,
-        description="a regex every criterion must match, enforced by the grammar; it replaces "
-        "the length bounds, so it carries its own (e.g. `^The response [^_{}]{20,120}$`)",
-    )
-    max_criterion_chars: int = Field(300, ge=20)
-
-    @field_validator("criterion_pattern")
-    @classmethod
-    def _a_regex(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"not a regular expression: {error}") from None
-        return pattern
-
-
-class VerifyConfig(StrictModel):
-    mode: Literal["all", "each", "compact"] = "all"
-    reward: Literal["paper", "healthbench", "unweighted"] = "healthbench"
-    min_scored_share: float = Field(0.5, ge=0.0, le=1.0)
-    logprobs: int = Field(5, ge=0, le=20, description="top logprobs for P(yes) in `each` mode")
-    # Left out of stage fingerprints (`exclude`): it decides whether a stage is done, not what
-    # it writes, so changing it reruns nothing that finished.
-    max_unscored_share: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        exclude=True,
-        description="a verify stage or refine iteration with a larger share of unscored verdicts "
-        "stops unfinished (records kept, a rerun asks again); 1.0 turns the check off",
-    )
-
-
-class RefineConfig(StrictModel):
-    iterations: int = Field(4, ge=0, description="0 skips refinement")
-    pair: Literal["top2", "diverse"] = "top2"
-    verifier: str | None = Field(None, description="verifier label; default: the first")
-
-
-class TrainConfig(StrictModel):
-    """LoRA GRPO settings; any other GRPOConfig option goes through `trl:` unchanged."""
-
-    rubrics: str | None = Field(None, description="rubric source; default: the run's rubrics")
-    verifier: str | None = Field(None, description="verifier label; default: the first")
-    max_steps: int = Field(3, ge=1)
-    num_generations: int = Field(4, ge=2, description="group size")
-    per_device_train_batch_size: int = Field(4, ge=1, description="completions, not prompts")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    beta: float = Field(0.01, ge=0, description="KL coefficient")
-    max_completion_length: int = Field(64, ge=1)
-    save_steps: int = Field(1, ge=1)
-    seed: int = 0
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: str | list[str] = "all-linear"
-    lora_modules_to_save: list[str] = Field(default_factory=list, description="fully trained")
-    generation: Literal["transformers", "vllm"] = "transformers"
-    vllm_memory_share: float = Field(0.3, gt=0, le=1)
-    trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
-
-
-class CompareConfig(StrictModel):
-    """Verifier-size comparison: every listed verifier on the same verification set."""
-
-    reference: str | None = Field(None, description="verifier label; default: the largest")
-    labels: str | None = Field(
-        None, description="human labels JSONL: prompt_id, candidate_id, criterion_id, label"
-    )
-    tail_quantile: float = Field(0.25, gt=0, le=1, description="the high-reward tail")
-    off_topic_per_prompt: int = Field(
-        4, ge=0, description="other prompts' responses per prompt for the off-topic probe; 0: off"
-    )
-
-
-class JudgeConfig(StrictModel):
-    """Pairwise judging; every pair is judged in both orders."""
-
-    ties: bool = Field(False, description="allow a 'tie' answer (the paper: must pick one)")
-    rationale: bool = Field(False, description="a short rationale before the verdict")
-    rationale_chars: int = Field(400, ge=20)
-    disagreement: Literal["tie", "first"] = Field(
-        "tie", description="when the two orders disagree: a tie, or the first order's verdict"
-    )
-    samples: int = Field(1, ge=1, description="policy responses per prompt and side")
-    prompts: str | None = Field(None, description="held-out prompts; default: the run's")
-    max_prompts: int | None = Field(None, ge=1)
-    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% CI")
-
-
-class EvalConfig(StrictModel):
-    """Stages of `harness eval` after the rubric pipeline; each can be switched off."""
-
-    compare: bool = True
-    train: bool = True
-    judge: bool = True
-    overoptimization: bool = True
-    theory: bool = True
-    stop_idle_engines: bool = Field(
-        True,
-        description="run each stage with only its own engines (GPU memory); false keeps "
-        "every engine up for the whole run (small models: no restarts)",
-    )
 
 
 class HarnessConfig(StrictModel):

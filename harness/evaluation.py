@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.backends import capabilities_of
 from harness.compare import compare_verifiers
 from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates, load_prompts
@@ -101,7 +102,8 @@ def stage_train(run: Run) -> StageResult:
 
     def body() -> dict[str, Any]:
         _start_fresh_unless_resuming(train_dir, fingerprint("train", *inputs))
-        shared = run.pool.role("verifier", verifier) if verifier.backend != "vllm-server" else None
+        own_server = capabilities_of(verifier).serves_endpoint  # started by the training run
+        shared = None if own_server else run.pool.role("verifier", verifier)
         result = train(config, verifier_role=shared)
         rows = _jsonl(train_dir / "rewards.jsonl")
         summary = {

@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from harness.backends import capabilities_of
 from harness.config import HarnessConfig, RoleConfig
 from harness.types import Adapter
 
@@ -52,18 +53,13 @@ def adapter_rank(train_dir: Path, default: int) -> int:
 
 
 def policy_role_config(config: HarnessConfig, max_lora_rank: int | None = None) -> RoleConfig:
-    """The policy role, able to serve adapters: a vLLM engine gets LoRA switched on."""
+    """The policy role, able to serve adapters: an engine that needs options for LoRA (vLLM)
+    gets them switched on."""
     policy = config.roles.get("policy")
-    if policy.backend != "vllm" or policy.engine.get("enable_lora"):
+    with_adapters = capabilities_of(policy).adapter_engine
+    if with_adapters is None:
         return policy
-    rank = max_lora_rank or config.train.lora_r
-    engine = {**policy.engine, "enable_lora": True, "max_lora_rank": _supported_rank(rank)}
+    engine = with_adapters(policy.engine, max_lora_rank or config.train.lora_r)
+    if engine == policy.engine:
+        return policy
     return policy.model_copy(update={"engine": engine})
-
-
-def _supported_rank(rank: int) -> int:
-    """vLLM accepts a fixed set of maximum ranks; the smallest one that fits."""
-    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
-        if rank <= allowed:
-            return allowed
-    return rank

@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.backends import Backend, RunContext, create_backend
+from harness.backends import Backend, RunContext, capabilities_of, create_backend
 from harness.backends.cache import CachedBackend, CompletionCache
 from harness.config import HarnessConfig, RoleConfig
 from harness.types import ChatRequest, Completion, failed_completion
@@ -128,7 +128,7 @@ def run_context(config: HarnessConfig) -> RunContext:
 
 
 def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:
-    if not context.cache or role_config.backend == "scripted":
+    if not context.cache or not capabilities_of(role_config).cacheable:
         return Role(name, role_config, create_backend(name, role_config, context))
     # the cache opens first: a damaged cache file fails at once, not after an engine start
     cache = CompletionCache(context.cache_dir / "completions.sqlite")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import machine
-from harness.backends import RunContext
+from harness.backends import RunContext, capabilities_of
 from harness.config import ConfigError, HarnessConfig, RoleConfig, VerifyConfig
 from harness.jsonl import InputError, read_records, read_text, write_atomic
 from harness.reward import score
@@ -180,7 +180,7 @@ def served_verifier(
     """For a `vllm-server` verifier: start the server for the whole training run and hand
     the reward an `openai` role pointing at it; other backends (or a `shared` verifier that
     is already running) pass through."""
-    if verifier.backend != "vllm-server" or shared:
+    if not capabilities_of(verifier).serves_endpoint or shared:
         yield verifier
         return
     from harness.backends import create_backend

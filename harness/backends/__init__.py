@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.backends.base import Backend, BackendError, RunContext
+from harness.backends.base import Backend, BackendError, Capabilities, RunContext
 from harness.config import RoleConfig
 from harness.offline import apply_environment
 
@@ -32,10 +32,23 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
+def capabilities_of(config: RoleConfig) -> Capabilities:
+    """What the backend serving a role with `config` can do, answered before it starts."""
+    return backend_class(config.backend).capabilities
+
+
 def create_backend(role: str, config: RoleConfig, context: RunContext) -> Backend:
     """Start the backend serving `role` (the offline environment is set before any import)."""
     apply_environment(context.offline)
     return backend_class(config.backend)(role, config, context)
 
 
-__all__ = ["Backend", "BackendError", "RunContext", "backend_class", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Capabilities",
+    "RunContext",
+    "backend_class",
+    "capabilities_of",
+    "create_backend",
+]

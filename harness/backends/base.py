@@ -40,6 +40,29 @@ class BackendGone(BackendError):
         self.finished: dict[int, Completion] = finished or {}
 
 
+AdapterEngine = Callable[[dict[str, Any], int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a type of backend can do, known from the role's config before anything starts.
+
+    adapters         applies a LoRA adapter per request
+    adapter_engine   (engine options, LoRA rank) -> the engine options under which it serves
+                     adapters up to that rank; None where no engine option is needed
+    serves_endpoint  a server the harness starts: its `base_url` is known once it runs
+    cacheable        its completions may be kept in the completion cache
+    engine           the inference engine underneath ("vllm", "transformers"); None for a
+                     remote API or a script
+    """
+
+    adapters: bool = False
+    adapter_engine: AdapterEngine | None = None
+    serves_endpoint: bool = False
+    cacheable: bool = True
+    engine: str | None = None
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Where a backend may write (logs, caches) and whether it may reach the network."""
@@ -62,7 +85,7 @@ class Backend(ABC):
     """Serves one role. Use as a context manager so engines and servers are always stopped."""
 
     name: ClassVar[str]
-    supports_adapters: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.role = role
@@ -77,7 +100,7 @@ class Backend(ABC):
         Answers to schema-constrained requests are parsed and checked here, once for all
         backends: a completion whose text does not satisfy its schema carries an error.
         """
-        if not self.supports_adapters and any(r.adapter for r in requests):
+        if not self.capabilities.adapters and any(r.adapter for r in requests):
             raise BackendError(
                 f"role {self.role!r}: the {self.name} backend cannot apply a LoRA adapter per "
                 "request; serve this role with the vllm or transformers backend"
@@ -110,6 +133,11 @@ class Backend(ABC):
         """The processes that hold this backend's model (for peak-memory readings); none for
         a remote endpoint."""
         return []
+
+    def engine_handle(self) -> Any:
+        """The in-process engine a benchmark may meter and drive directly (vLLM's `LLM`; the
+        transformers backend's (model, tokenizer)), or None for a server, an API or a script."""
+        return None
 
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         """Why `request` cannot fit the model's context, or None (when it fits or is unknown)."""

@@ -94,7 +94,7 @@ class CachedBackend(Backend):
         self.inner = inner
         self.cache = cache
         self.name = inner.name  # type: ignore[misc]
-        self.supports_adapters = inner.supports_adapters  # type: ignore[misc]
+        self.capabilities = inner.capabilities  # type: ignore[misc]
         self.hits = 0
         self.misses = 0
 
@@ -106,6 +106,9 @@ class CachedBackend(Backend):
 
     def process_ids(self) -> list[int]:
         return self.inner.process_ids()
+
+    def engine_handle(self) -> Any:
+        return self.inner.engine_handle()
 
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None

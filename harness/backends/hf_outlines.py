@@ -19,20 +19,21 @@ from harness.backends.base import (
     Advance,
     Backend,
     BackendError,
+    Capabilities,
     RunContext,
     context_overflow,
     plain_messages,
 )
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
-from harness.types import Adapter, ChatRequest, Completion, TokenLogprob
+from harness.types import Adapter, ChatRequest, Completion, Sampling, TokenLogprob
 
 OUTLINES_GRAMMAR = {"outlines": "outlines_core", "xgrammar": "xgrammar", "guidance": "llguidance"}
 
 
 class TransformersBackend(Backend):
     name = "transformers"
-    supports_adapters = True
+    capabilities = Capabilities(adapters=True, engine="transformers")
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
@@ -58,6 +59,9 @@ class TransformersBackend(Backend):
 
     def process_ids(self) -> list[int]:
         return [os.getpid()]
+
+    def engine_handle(self) -> Any:
+        return self.hf_model, self.tokenizer
 
     def _use_adapter(self, adapter: Adapter | None) -> None:
         """Switch the model to `adapter` (loaded once, kept by its fingerprint) or the base."""
@@ -130,14 +134,21 @@ class TransformersBackend(Backend):
                 output_scores=sampling.logprobs is not None,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new_ids = output.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+        return self._completion(output, int(inputs["input_ids"].shape[1]), sampling, started)
+
+    def _completion(
+        self, output: Any, prompt_tokens: int, sampling: Sampling, started: float
+    ) -> Completion:
+        """The generated tokens after the prompt's, as a completion (a final end-of-sequence
+        token is counted, not shown)."""
+        new_ids = output.sequences[0, prompt_tokens:].tolist()
         eos_ids = _eos_ids(self.hf_model)
         stopped = bool(new_ids) and (new_ids[-1] in eos_ids or len(new_ids) < sampling.max_tokens)
         text_ids = new_ids[:-1] if new_ids and new_ids[-1] in eos_ids else new_ids
         return Completion(
             text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
             finish_reason="stop" if stopped else "length",
-            prompt_tokens=int(inputs["input_ids"].shape[1]),
+            prompt_tokens=prompt_tokens,
             completion_tokens=len(new_ids),
             logprobs=self._logprobs(output, new_ids, sampling.logprobs),
             model=self.config.label,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import jsonschema
 
-from harness.backends.base import Advance, Backend, RunContext
+from harness.backends.base import Advance, Backend, Capabilities, RunContext
 from harness.config import RoleConfig
 from harness.types import ChatRequest, Completion, failed_completion
 
@@ -77,6 +77,7 @@ def _configured_script(config: RoleConfig) -> Script:
 
 class ScriptedBackend(Backend):
     name = "scripted"
+    capabilities = Capabilities(cacheable=False)
 
     def __init__(
         self,

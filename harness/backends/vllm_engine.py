@@ -32,6 +32,7 @@ from harness.backends.base import (
     Backend,
     BackendError,
     BackendGone,
+    Capabilities,
     RunContext,
     context_overflow,
     plain_messages,
@@ -149,9 +150,25 @@ class _ProgressBridge(tqdm):  # type: ignore[type-arg]
         self.fp.close()
 
 
+def lora_engine(engine: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The engine options with LoRA switched on for adapters up to `rank` (as they are when
+    `enable_lora` is set already)."""
+    if engine.get("enable_lora"):
+        return engine
+    return {**engine, "enable_lora": True, "max_lora_rank": supported_lora_rank(rank)}
+
+
+def supported_lora_rank(rank: int) -> int:
+    """vLLM accepts a fixed set of maximum ranks; the smallest one that fits."""
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    return rank
+
+
 class VLLMEngineBackend(Backend):
     name = "vllm"
-    supports_adapters = True
+    capabilities = Capabilities(adapters=True, adapter_engine=lora_engine, engine="vllm")
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         super().__init__(role, config, context)
@@ -263,6 +280,9 @@ class VLLMEngineBackend(Backend):
             error="aborted by the engine" if sample.finish_reason == "abort" else None,
             latency_s=latency,
         )
+
+    def engine_handle(self) -> Any:
+        return self.llm
 
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         tokenizer = self.llm.get_tokenizer()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import shm
-from harness.backends.base import Advance, BackendError, BackendGone, RunContext
+from harness.backends.base import Advance, BackendError, BackendGone, Capabilities, RunContext
 from harness.backends.openai_api import OpenAIBackend
 from harness.backends.processes import BIND_VARIABLE, stop_group, thread_binding
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
@@ -96,6 +96,7 @@ def _die_with_parent() -> None:
 
 class VLLMServerBackend(OpenAIBackend):
     name = "vllm-server"
+    capabilities = Capabilities(serves_endpoint=True, engine="vllm")
 
     def __init__(self, role: str, config: RoleConfig, context: RunContext) -> None:
         self.process: subprocess.Popen[bytes] | None = None

@@ -28,29 +28,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends import RunContext
+from harness.backends import RunContext, capabilities_of
 from harness.bench.engine import Engine, Recorder
+from harness.bench.entries import layout_entry, raw_entry
 from harness.bench.goals import RATE_RATIOS, compute_agreement, compute_goals, compute_ratios
 from harness.bench.measure import (
     LAYOUTS,
     ROUND_STEPS,
-    layout_entry,
     measure_grammar,
     measure_layout,
     measure_scaling,
-    measure_train_split,
     measure_transformers,
     measure_verifier,
-    raw_entry,
     raw_run,
     round_steps,
     token_prompts,
 )
 from harness.bench.rounds import compare_ratios, per_round, run_rounds, summarize
 from harness.bench.tables import print_bench
+from harness.bench.train_split import measure_train_split
 from harness.bench.workload import (
     CORPUS,
     CRITERIA,
@@ -76,6 +76,8 @@ from harness.bench.workload import (
 from harness.config import ConfigError, HarnessConfig, RoleConfig
 from harness.jsonl import write_atomic
 from harness.machine import machine_info
+from harness.types import Prompt
+from harness.verifier import Job
 
 __all__ = [
     "BENCH_KEYS",
@@ -138,7 +140,7 @@ def bench_verifier(config: HarnessConfig, smoke: bool = False) -> RoleConfig:
     engine's own counters, so a server or a remote API cannot be measured). A smoke run
     swaps its model for `SMOKE_MODEL` (tiny, sampled verdicts) and keeps its engine options."""
     verifier = config.verifier()
-    if verifier.backend not in ("vllm", "vllm-server"):
+    if capabilities_of(verifier).engine != "vllm":
         raise ConfigError(
             f"harness bench measures a vLLM engine: the first verifier ({verifier.label}) uses "
             f"backend {verifier.backend!r}; use a profile whose verifier is vllm or vllm-server"
@@ -151,6 +153,28 @@ def bench_verifier(config: HarnessConfig, smoke: bool = False) -> RoleConfig:
     return verifier
 
 
+@dataclass(frozen=True)
+class _Bench:
+    """One bench run: what it measures, with what, and its clock for the progress lines."""
+
+    config: HarnessConfig
+    verifier: RoleConfig
+    context: RunContext
+    size: BenchSize
+    prompts: list[Prompt]
+    jobs: list[Job]
+    console: Any
+    started: float
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def progress(self, label: str) -> Any:
+        return lambda number, step: self.console.print(
+            f"  [{self.elapsed():4.0f} s] {label} round {number + 1}/{self.size.rounds}: {step}"
+        )
+
+
 def run_bench(
     config: HarnessConfig, out_dir: Path, smoke: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -158,7 +182,6 @@ def run_bench(
     from harness.datasets import load_prompts
     from harness.roles import console as default_console
 
-    console = console or default_console
     started = time.perf_counter()
     machine = machine_info()
     size = bench_size(smoke, gpu=bool(machine["gpu"]))
@@ -169,48 +192,72 @@ def run_bench(
     prompts = prompts[: size.num_prompts or config.data.max_prompts]
     jobs = build_jobs(prompts, size.num_responses, size.num_criteria)
     context = RunContext(run_dir=out_dir, offline=config.offline, cache=False)
-    logprobs = config.verify.logprobs
-    result: dict[str, Any] = {"grammar": {}}
-
-    def progress(label: str) -> Any:
-        return lambda number, step: console.print(
-            f"  [{time.perf_counter() - started:4.0f} s] {label} round {number + 1}/{size.rounds}:"
-            f" {step}"
-        )
-
+    console = console or default_console
+    bench = _Bench(config, verifier, context, size, prompts, jobs, console, started)
     ceilings = ceiling_modes(config.verify.mode, size)
-    engine = Engine(verifier, context)
-    try:
-        console.print(
-            f"[bold]layouts, engine ceiling, {verifier.grammar}[/bold]: up to {size.rounds}"
-            f" interleaved rounds [{time.perf_counter() - started:.0f} s]"
-        )
-        deadline = started + size.rounds_deadline_s if size.rounds_deadline_s else None
-        readings = measure_verifier(
-            engine,
-            jobs,
-            logprobs,
-            size.rounds,
-            progress("verifier"),
-            ceilings,
-            deadline,
-            size.min_rounds,
-        )
-        calls = readings["all"][0]["calls"]
-        console.print(f"[bold]scaling[/bold] [{time.perf_counter() - started:.0f} s]")
-        result["scaling"] = measure_scaling(engine, prompts, size, logprobs)
-        console.print(f"[bold]training step split[/bold] [{time.perf_counter() - started:.0f} s]")
-        result["train_step_split"] = (
-            measure_train_split(config, engine, jobs, out_dir) if size.train else dict(SMOKE_SKIP)
-        )
-    finally:
-        engine.close()
+    readings, result = _on_the_profile_engine(bench, ceilings, out_dir)
+    calls = readings["all"][0]["calls"]
     readings[f"grammar:{verifier.grammar}"] = readings.pop("grammar")
-    others = _other_grammars(verifier, context, calls, size, console, progress)
+    others = _other_grammars(verifier, context, calls, size, console, bench.progress)
     for grammar, entry in others.items():
         if "readings" in entry:
             readings[f"grammar:{grammar}"] = entry.pop("readings")
             readings[f"free:{grammar}"] = entry.pop("free")
+    _add_comparisons(result, readings, others, bench)
+    result["machine"] = machine
+    result["workload"] = _workload(bench, readings, ceilings, smoke)
+    result["goals"] = compute_goals(result)
+    result["workload"]["seconds"] = round(bench.elapsed(), 1)
+    ordered = {key: result[key] for key in BENCH_KEYS}
+    write_atomic(out_dir / "bench.json", [json.dumps(ordered, indent=2)])
+    return ordered
+
+
+def _on_the_profile_engine(
+    bench: _Bench, ceilings: tuple[str, ...], out_dir: Path
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The measurements on the profile's engine: layouts, engine ceiling and the profile's
+    grammar in interleaved rounds (their readings), then scaling and the training step split
+    (the start of the result)."""
+    config, size, console = bench.config, bench.size, bench.console
+    logprobs = config.verify.logprobs
+    result: dict[str, Any] = {"grammar": {}}
+    engine = Engine(bench.verifier, bench.context)
+    try:
+        console.print(
+            f"[bold]layouts, engine ceiling, {bench.verifier.grammar}[/bold]: up to "
+            f"{size.rounds} interleaved rounds [{bench.elapsed():.0f} s]"
+        )
+        deadline = bench.started + size.rounds_deadline_s if size.rounds_deadline_s else None
+        readings = measure_verifier(
+            engine,
+            bench.jobs,
+            logprobs,
+            size.rounds,
+            bench.progress("verifier"),
+            ceilings,
+            deadline,
+            size.min_rounds,
+        )
+        console.print(f"[bold]scaling[/bold] [{bench.elapsed():.0f} s]")
+        result["scaling"] = measure_scaling(engine, bench.prompts, size, logprobs)
+        console.print(f"[bold]training step split[/bold] [{bench.elapsed():.0f} s]")
+        result["train_step_split"] = (
+            measure_train_split(config, engine, bench.jobs, out_dir)
+            if size.train
+            else dict(SMOKE_SKIP)
+        )
+    finally:
+        engine.close()
+    return readings, result
+
+
+def _add_comparisons(
+    result: dict[str, Any], readings: dict, others: dict[str, Any], bench: _Bench
+) -> None:
+    """Ratios, layouts, the largest scaling point, engine ceiling, grammar cost and the
+    agreement of verdicts, from the readings of every round."""
+    jobs = bench.jobs
     result["ratios"] = compute_ratios(readings)
     result["layouts"] = {
         name: {"layout": text, **layout_entry(readings[name])} for name, text in LAYOUTS.items()
@@ -228,7 +275,7 @@ def run_bench(
         for mode in RUBRIC_MODES
         if f"ceiling:{mode}" in readings
     }
-    for grammar in (verifier.grammar, *others):
+    for grammar in (bench.verifier.grammar, *others):
         if f"grammar:{grammar}" in readings:
             result["grammar"][grammar] = _grammar_entry(readings, grammar, result["ratios"])
         else:
@@ -236,29 +283,29 @@ def run_bench(
     first_round = {name: readings[name][0]["met"] for name in LAYOUTS}
     criterion_ids = [c.id for job in jobs for c in job.rubric.criteria]
     result["agreement"] = compute_agreement(first_round, criterion_ids)
-    result["machine"] = machine
-    result["workload"] = {
-        "prompts": len(prompts),
+
+
+def _workload(
+    bench: _Bench, readings: dict, ceilings: tuple[str, ...], smoke: bool
+) -> dict[str, Any]:
+    verifier, jobs = bench.verifier, bench.jobs
+    return {
+        "prompts": len(bench.prompts),
         "responses": len(jobs),
-        "criteria_per_rubric": size.num_criteria,
+        "criteria_per_rubric": bench.size.num_criteria,
         "criteria": sum(len(j.rubric.criteria) for j in jobs),
         "model": verifier.model,
         "verifier": verifier.label,
         "engine": verifier.engine,
         "grammar": verifier.grammar,
         "sampling": verifier.sampling.model_dump(mode="json"),
-        "default_mode": config.verify.mode,
+        "default_mode": bench.config.verify.mode,
         "smoke": smoke,
         "rounds": len(readings["all"]),
-        "planned_rounds": size.rounds,
+        "planned_rounds": bench.size.rounds,
         "round_order": list(round_steps(ceilings)),
         "fingerprint": workload_fingerprint(jobs),
     }
-    result["goals"] = compute_goals(result)
-    result["workload"]["seconds"] = round(time.perf_counter() - started, 1)
-    ordered = {key: result[key] for key in BENCH_KEYS}
-    write_atomic(out_dir / "bench.json", [json.dumps(ordered, indent=2)])
-    return ordered
 
 
 def ceiling_modes(default_mode: str, size: BenchSize) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ class Engine:
 
     def __init__(self, role_config: RoleConfig, context: RunContext) -> None:
         self.backend = create_backend("verifier", role_config, context)
-        self.llm = self.backend.llm  # type: ignore[attr-defined]
+        self.llm = self.backend.engine_handle()
         self.config = role_config
 
     def role(self, config: RoleConfig | None = None) -> tuple[Role, Recorder]:

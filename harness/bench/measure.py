@@ -5,16 +5,14 @@ LoRA GRPO step split."""
 from __future__ import annotations
 
 import json
-import shutil
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from harness.backends import RunContext, create_backend
+from harness.backends import Backend, RunContext, create_backend
 from harness.backends.base import plain_messages
 from harness.bench.engine import Engine
+from harness.bench.entries import rate
 from harness.bench.rounds import run_rounds
 from harness.bench.workload import (
     RUBRIC_MODES,
@@ -23,7 +21,7 @@ from harness.bench.workload import (
     paper_request,
     parse_paper_answer,
 )
-from harness.config import HarnessConfig, RoleConfig
+from harness.config import RoleConfig
 from harness.prompts import PROMPTS_DIR
 from harness.types import ChatRequest, Completion, Prompt
 from harness.verifier import Job, verify
@@ -31,10 +29,6 @@ from harness.verifier import Job, verify
 
 def _ids(job: Job) -> list[str]:
     return [c.id for c in job.rubric.criteria]
-
-
-def _rate(criteria: int, seconds: float) -> float:
-    return round(criteria / seconds, 2) if seconds > 0 else 0.0
 
 
 # --- (1) and (2): layouts, engine ceiling and the profile's grammar, in interleaved rounds ---
@@ -69,7 +63,7 @@ def measure_layout(
     return {
         "seconds": round(reading["seconds"], 3),
         "criteria": len(met),
-        "criteria_per_s": _rate(len(met), reading["seconds"]),
+        "criteria_per_s": rate(len(met), reading["seconds"]),
         "prompt_tokens": role.stats.prompt_tokens,
         "output_tokens": role.stats.completion_tokens,
         "prefix_cache_hit_rate": reading["prefix_cache_hit_rate"],
@@ -131,25 +125,10 @@ def raw_run(
     """The raw engine on the harness's prompt tokens, no harness code: with `lengths`, exactly
     that many output tokens each and no grammar (the ceiling, or a grammar's unconstrained
     twin); without, each request's own grammar and max_tokens (the grammar's cost)."""
-    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
-    from vllm.sampling_params import StructuredOutputsParams
 
     ids = prompts if prompts is not None else token_prompts(engine, calls)
-    if lengths is None:
-        params = [
-            SamplingParams(
-                **_common(r),
-                max_tokens=r.sampling.max_tokens,
-                structured_outputs=StructuredOutputsParams(json=r.json_schema),
-            )
-            for r, _ in calls
-        ]
-    else:
-        params = [
-            SamplingParams(**_common(r), max_tokens=n, min_tokens=n, ignore_eos=True)
-            for (r, _), n in zip(calls, lengths)
-        ]
+    params = _raw_params(calls, lengths)
     with engine.meter() as reading:
         outputs = engine.llm.generate(
             [TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False
@@ -164,6 +143,29 @@ def raw_run(
         "lengths": [len(o.outputs[0].token_ids) for o in outputs],
         "valid": sum(_valid_json(o.outputs[0].text, o.outputs[0].finish_reason) for o in outputs),
     }
+
+
+def _raw_params(
+    calls: Sequence[tuple[ChatRequest, Completion]], lengths: Sequence[int] | None
+) -> list:
+    """vLLM sampling parameters of each call: its own grammar and max_tokens, or (with
+    `lengths`) exactly that many output tokens and no grammar."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if lengths is None:
+        return [
+            SamplingParams(
+                **_common(r),
+                max_tokens=r.sampling.max_tokens,
+                structured_outputs=StructuredOutputsParams(json=r.json_schema),
+            )
+            for r, _ in calls
+        ]
+    return [
+        SamplingParams(**_common(r), max_tokens=n, min_tokens=n, ignore_eos=True)
+        for (r, _), n in zip(calls, lengths)
+    ]
 
 
 def _answered(calls: Sequence[tuple[ChatRequest, Completion]]) -> list:
@@ -185,6 +187,13 @@ def measure_verifier(
     other round; `run_rounds` for the deadline), after a short warm-up (one job, a few output
     tokens, no retries) that loads every code path and initialises the grammar engine: the
     rounds time steady state."""
+    _warm_up(engine, jobs, logprobs)
+    verifier_steps = _VerifierSteps(engine, jobs, logprobs)
+    steps = {name: verifier_steps.step(name) for name in round_steps(ceilings)}
+    return run_rounds(steps, rounds, progress, deadline, min_rounds)
+
+
+def _warm_up(engine: Engine, jobs: Sequence[Job], logprobs: int) -> None:
     sampling = engine.config.sampling.model_copy(update={"max_tokens": WARM_UP_TOKENS})
     warm_config = engine.config.model_copy(update={"sampling": sampling, "max_attempts": 1})
     for layout in LAYOUTS:
@@ -192,90 +201,48 @@ def measure_verifier(
         if layout == "all":
             raw_run(engine, _answered(warm["calls"]), None)
             raw_run(engine, _answered(warm["calls"]), [1] * len(_answered(warm["calls"])))
-    first: dict[str, dict[str, Any]] = {}  # round one's layouts: the requests the raw runs send
-    prompts: dict[str, list] = {}
 
-    def layout_step(layout: str) -> Callable[[], dict[str, Any]]:
-        def step() -> dict[str, Any]:
-            reading = measure_layout(engine, jobs, layout, logprobs)
-            first.setdefault(layout, reading)
-            return reading
 
-        return step
+class _VerifierSteps:
+    """The steps of a verifier round. A raw step replays, token for token, the requests a
+    layout sent in round one."""
 
-    def raw_step(layout: str, grammar: bool) -> Callable[[], dict[str, Any]]:
-        def step() -> dict[str, Any]:
-            calls = _answered(first[layout]["calls"])
-            if layout not in prompts:
-                prompts[layout] = token_prompts(engine, calls)
-            lengths = None if grammar else [c.completion_tokens for _, c in calls]
-            reading = raw_run(engine, calls, lengths, prompts[layout])
-            reading["criteria"] = first[layout]["criteria"]
-            reading["prompt_ids_match"] = sum(
-                len(i) == c.prompt_tokens for i, (_, c) in zip(prompts[layout], calls)
-            )
-            if grammar:
-                reading["lengths_match"] = reading["lengths"] == lengths_of(first[layout])
-            return reading
+    def __init__(self, engine: Engine, jobs: Sequence[Job], logprobs: int) -> None:
+        self.engine, self.jobs, self.logprobs = engine, jobs, logprobs
+        self.first: dict[str, dict[str, Any]] = {}  # round one's layouts
+        self.prompts: dict[str, list] = {}  # their prompt token ids
 
-        return step
-
-    def step(name: str) -> Callable[[], dict[str, Any]]:
+    def step(self, name: str) -> Callable[[], dict[str, Any]]:
         if name == "grammar":
-            return raw_step("all", grammar=True)
+            return lambda: self.raw("all", grammar=True)
         if name.startswith("ceiling:"):
-            return raw_step(name.removeprefix("ceiling:"), grammar=False)
-        return layout_step(name)
+            return lambda: self.raw(name.removeprefix("ceiling:"), grammar=False)
+        return lambda: self.layout(name)
 
-    steps = {name: step(name) for name in round_steps(ceilings)}
-    return run_rounds(steps, rounds, progress, deadline, min_rounds)
+    def layout(self, layout: str) -> dict[str, Any]:
+        reading = measure_layout(self.engine, self.jobs, layout, self.logprobs)
+        self.first.setdefault(layout, reading)
+        return reading
+
+    def raw(self, layout: str, grammar: bool) -> dict[str, Any]:
+        first = self.first[layout]
+        calls = _answered(first["calls"])
+        if layout not in self.prompts:
+            self.prompts[layout] = token_prompts(self.engine, calls)
+        prompts = self.prompts[layout]
+        lengths = None if grammar else [c.completion_tokens for _, c in calls]
+        reading = raw_run(self.engine, calls, lengths, prompts)
+        reading["criteria"] = first["criteria"]
+        reading["prompt_ids_match"] = sum(
+            len(i) == c.prompt_tokens for i, (_, c) in zip(prompts, calls)
+        )
+        if grammar:
+            reading["lengths_match"] = reading["lengths"] == lengths_of(first)
+        return reading
 
 
 def lengths_of(layout_reading: dict[str, Any]) -> list[int]:
     return [c.completion_tokens for _, c in _answered(layout_reading["calls"])]
-
-
-def layout_entry(readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A layout's rounds as one bench.json entry: medians of the timings, the counts of the
-    first round (the same workload every round) and whether every round gave its verdicts."""
-    first = readings[0]
-    rates = [_rate(r["criteria"], r["seconds"]) for r in readings]
-    return {
-        "criteria_per_s": round(statistics.median(rates), 2),
-        "criteria_per_s_rounds": rates,
-        "seconds": round(statistics.median(r["seconds"] for r in readings), 3),
-        "prompt_tokens": first["prompt_tokens"],
-        "output_tokens": first["output_tokens"],
-        "prefix_cache_hit_rate": statistics.median(r["prefix_cache_hit_rate"] for r in readings),
-        "unparseable": max(r["unparseable"] for r in readings),
-        "criteria": first["criteria"],
-        "requests": first["requests"],
-        "same_verdicts_every_round": all(r["met"] == first["met"] for r in readings),
-        "other_cpu_share_rounds": [r.get("other_cpu_share", 0.0) for r in readings],
-    }
-
-
-def raw_entry(readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A raw-engine step's rounds (ceiling or grammar) as one entry: medians and counts."""
-    first = readings[0]
-    entry = {
-        "seconds": round(statistics.median(r["seconds"] for r in readings), 3),
-        "seconds_rounds": [r["seconds"] for r in readings],
-        "prefix_cache_hit_rate": statistics.median(r["prefix_cache_hit_rate"] for r in readings),
-        "output_tokens": first["output_tokens"],
-        "prompt_tokens": first["prompt_tokens"],
-        "requests": first["requests"],
-        "valid": first["valid"],
-    }
-    if "criteria" in first:
-        rates = [_rate(r["criteria"], r["seconds"]) for r in readings]
-        entry = {"criteria_per_s": round(statistics.median(rates), 2), **entry}
-        entry["criteria_per_s_rounds"] = rates
-    entry["other_cpu_share_rounds"] = [r.get("other_cpu_share", 0.0) for r in readings]
-    for key in ("prompt_ids_match", "lengths_match", "warmup_s"):
-        if key in first:
-            entry[key] = first[key]
-    return entry
 
 
 # --- (3) grammar engines other than the profile's: each against its unconstrained twin ---
@@ -325,22 +292,12 @@ def measure_transformers(
     plain `generate` of the same lengths."""
     import torch
 
-    hf_config = RoleConfig(
-        backend="transformers",
-        model=role_config.model,
-        grammar="outlines",
-        sampling=role_config.sampling,
-        engine={"dtype": role_config.engine.get("dtype", "auto")},
-    )
     requests = [r for r, _ in calls]
-    backend = create_backend("verifier", hf_config, context)
+    backend = create_backend("verifier", _transformers_twin(role_config), context)
     try:
-        backend.generate(requests[:1])  # outlines compiles its index on the first call
-        started = time.perf_counter()
-        completions = backend.generate(requests)
-        constrained_s = time.perf_counter() - started
+        completions, constrained_s = _timed_after_first(backend, requests)
         lengths = [max(c.completion_tokens, 1) for c in completions]
-        model, tokenizer = backend.hf_model, backend.tokenizer  # type: ignore[attr-defined]
+        model, tokenizer = backend.engine_handle()
         unconstrained_s = 0.0
         for request, length in zip(requests, lengths):
             ids = tokenizer.apply_chat_template(
@@ -366,9 +323,40 @@ def measure_transformers(
             unconstrained_s += time.perf_counter() - started
     finally:
         backend.close()
+    return _transformers_entry(completions, lengths, constrained_s, unconstrained_s)
+
+
+def _transformers_twin(role_config: RoleConfig) -> RoleConfig:
+    """The verifier's model on the `transformers` backend, outlines as its grammar engine."""
+    return RoleConfig(
+        backend="transformers",
+        model=role_config.model,
+        grammar="outlines",
+        sampling=role_config.sampling,
+        engine={"dtype": role_config.engine.get("dtype", "auto")},
+    )
+
+
+def _timed_after_first(
+    backend: Backend, requests: Sequence[ChatRequest]
+) -> tuple[list[Completion], float]:
+    """The completions of `requests` and their seconds, timed after a first request (outlines
+    compiles its index on the first call)."""
+    backend.generate(requests[:1])
+    started = time.perf_counter()
+    completions = backend.generate(requests)
+    return completions, time.perf_counter() - started
+
+
+def _transformers_entry(
+    completions: Sequence[Completion],
+    lengths: Sequence[int],
+    constrained_s: float,
+    unconstrained_s: float,
+) -> dict[str, Any]:
     return {
         "backend": "transformers",
-        "requests": len(requests),
+        "requests": len(completions),
         "constrained_s": round(constrained_s, 3),
         "unconstrained_s": round(unconstrained_s, 3),
         "slowdown": round(constrained_s / unconstrained_s, 4) if unconstrained_s else 0.0,
@@ -377,7 +365,7 @@ def measure_transformers(
     }
 
 
-# --- (4) scaling and (5) the training step split ---
+# --- (4) scaling ---
 
 
 def measure_scaling(
@@ -392,34 +380,3 @@ def measure_scaling(
                 {"responses": num, **{k: v for k, v in entry.items() if k not in HIDDEN}}
             )
     return scaling
-
-
-def measure_train_split(
-    config: HarnessConfig, engine: Engine, jobs: Sequence[Job], out_dir: Path
-) -> dict[str, Any]:
-    """A few LoRA GRPO steps of the profile's policy, rewarded by this engine, per layout."""
-    from harness.datasets import export_rubric_dataset
-    from harness.training import train
-
-    if config.roles.policy is None:
-        return {"skipped": "the profile has no policy role"}
-    prompts = list({job.prompt.id: job.prompt for job in jobs}.values())
-    rubric_path = out_dir / "train" / "rubrics.jsonl"
-    export_rubric_dataset(rubric_path, prompts, [job.rubric for job in jobs])
-    split: dict[str, Any] = {}
-    for mode in RUBRIC_MODES:
-        run_config = config.model_copy(
-            update={
-                "runs_dir": str(out_dir / "train"),
-                "run_name": mode,
-                "cache": False,
-                "verify": config.verify.model_copy(update={"mode": mode}),
-                "train": config.train.model_copy(
-                    update={"rubrics": str(rubric_path), "verifier": None}
-                ),
-            }
-        )
-        shutil.rmtree(run_config.run_dir, ignore_errors=True)  # no resume: every step is timed
-        result = train(run_config, verifier_role=engine.role()[0])
-        split[mode] = {**result.step_split, "steps": result.steps}
-    return split

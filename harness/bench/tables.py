@@ -21,7 +21,16 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
     )
     console.print(_ratios_table(result["ratios"], Table))
     console.print(_layouts_table(result, Table))
-    ceiling = Table(
+    console.print(_ceiling_table(result, Table))
+    console.print(_agreement_table(result["agreement"], Table))
+    console.print(_grammar_table(result, Table))
+    console.print(_scaling_table(result["scaling"], Table))
+    console.print(_split_table(result["train_step_split"], Table))
+    console.print(_goals_table(result["goals"], Table))
+
+
+def _ceiling_table(result: dict[str, Any], table_type: type) -> Any:
+    ceiling = table_type(
         "mode",
         "engine ceiling crit/s",
         "harness crit/s",
@@ -38,9 +47,11 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
             _spread(ratio) if ratio else f"{entry['harness_efficiency']:.2f}",
             f"{entry['prefix_cache_hit_rate']:.0%}",
         )
-    console.print(ceiling)
-    console.print(_agreement_table(result["agreement"], Table))
-    grammar = Table(
+    return ceiling
+
+
+def _grammar_table(result: dict[str, Any], table_type: type) -> Any:
+    grammar = table_type(
         "engine",
         "backend",
         "requests",
@@ -64,17 +75,18 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
             _spread(ratio, "x") if ratio else f"{entry['slowdown']:.2f}x",
             f"{entry['valid']}/{entry['requests']}",
         )
-    console.print(grammar)
-    console.print(_scaling_table(result["scaling"], Table))
-    console.print(_split_table(result["train_step_split"], Table))
-    goals = Table("goal", "measured", "rounds min-max", "target", "met", "", title="Goals")
-    for name, goal in result["goals"].items():
+    return grammar
+
+
+def _goals_table(goals_of: dict[str, Any], table_type: type) -> Any:
+    goals = table_type("goal", "measured", "rounds min-max", "target", "met", "", title="Goals")
+    for name, goal in goals_of.items():
         mark = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
         measured = goal["measured"]
         shown = f"{measured:.2f}" if isinstance(measured, float) else str(measured)
         spread = f"{goal['min']:.2f}-{goal['max']:.2f}" if "min" in goal else ""
         goals.add_row(name, shown, spread, str(goal["target"]), mark, goal.get("detail", ""))
-    console.print(goals)
+    return goals
 
 
 def _spread(ratio: dict[str, Any], unit: str = "") -> str:

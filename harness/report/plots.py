@@ -185,37 +185,15 @@ def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
         return None
     steps = [c["step"] for c in points]
     reward = [_nan(c.get("reward")) for c in points]
-    win = [100 * _nan(c.get("win_rate")) for c in points]
-    ci = [
-        c.get("ci95") if isinstance(c.get("ci95"), list | tuple) else (None, None) for c in points
-    ]
     fig = figure_type(figsize=(WIDTH_IN, 4.2))
     ax = fig.subplots()
     ax.plot(steps, reward, "o-", color="C0", label="rubric reward (left)")
     ax.set_xlabel("training step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean rubric reward (0–1)", color="C0")
-    right = ax.twinx()
-    right.plot(steps, win, "s-", color="C1", label="win rate vs base (right)")
-    lo, hi = ([100 * _nan(b[i]) for b in ci] for i in (0, 1))
-    right.fill_between(steps, lo, hi, color="C1", alpha=0.2, label="95% CI")
-    # Error bars too: a checkpoint between two unscored ones has no band to sit in.
-    bars = [[w - x for w, x in zip(win, lo)], [x - w for w, x in zip(win, hi)]]
-    right.errorbar(steps, win, yerr=bars, fmt="none", ecolor="C1", alpha=0.6, capsize=3)
-    right.set_ylabel("win rate vs base (%)", color="C1")
+    right = _win_rate_axis(ax, points)
     flagged = [c for c in points if c["step"] in set(o.get("flagged_steps") or [])]
-    for i, c in enumerate(flagged):
-        ax.axvline(c["step"], color="red", linestyle=":", alpha=0.6)
-        right.plot(
-            [c["step"]],
-            [100 * _nan(c.get("win_rate"))],
-            "o",
-            color="red",
-            markersize=10,
-            mfc="none",
-            mew=2,
-            label="reward up, win rate down" if i == 0 else None,
-        )
+    _mark_flagged(ax, right, flagged)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(
         handles=handles,
@@ -229,6 +207,40 @@ def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _win_rate_axis(ax: Any, points: list[dict]) -> Any:
+    """The win rate against the base model by checkpoint, with its 95% CI, on a right axis."""
+    steps = [c["step"] for c in points]
+    win = [100 * _nan(c.get("win_rate")) for c in points]
+    ci = [
+        c.get("ci95") if isinstance(c.get("ci95"), list | tuple) else (None, None) for c in points
+    ]
+    right = ax.twinx()
+    right.plot(steps, win, "s-", color="C1", label="win rate vs base (right)")
+    lo, hi = ([100 * _nan(b[i]) for b in ci] for i in (0, 1))
+    right.fill_between(steps, lo, hi, color="C1", alpha=0.2, label="95% CI")
+    # Error bars too: a checkpoint between two unscored ones has no band to sit in.
+    bars = [[w - x for w, x in zip(win, lo)], [x - w for w, x in zip(win, hi)]]
+    right.errorbar(steps, win, yerr=bars, fmt="none", ecolor="C1", alpha=0.6, capsize=3)
+    right.set_ylabel("win rate vs base (%)", color="C1")
+    return right
+
+
+def _mark_flagged(ax: Any, right: Any, flagged: list[dict]) -> None:
+    """Circle the checkpoints where the reward rose while the win rate fell."""
+    for i, c in enumerate(flagged):
+        ax.axvline(c["step"], color="red", linestyle=":", alpha=0.6)
+        right.plot(
+            [c["step"]],
+            [100 * _nan(c.get("win_rate"))],
+            "o",
+            color="red",
+            markersize=10,
+            mfc="none",
+            mew=2,
+            label="reward up, win rate down" if i == 0 else None,
+        )
 
 
 def _nan(value: Any) -> float:

@@ -21,70 +21,46 @@ print(len(load_healthbench(Path('healthbench.jsonl')).rubrics))"
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from harness.jsonl import (
-    InputError,
-    read_json,
-    read_lines,
-    read_records,
-    validation_message,
-    write_records,
+from harness.datasets.locations import invalid_record, location, repeat_of
+from harness.datasets.rubric_sets import (
+    IDEAL_MODEL,
+    HealthBenchData,
+    export_rubric_dataset,
+    import_rubric_dataset,
+    load_healthbench,
 )
-from harness.types import Candidate, ChatMessage, Criterion, Prompt, Record, Rubric
+from harness.jsonl import InputError, read_json, read_lines, read_records, write_records
+from harness.types import Candidate, Prompt, Rubric
+
+__all__ = [
+    "IDEAL_MODEL",
+    "SUPPORTED_PROMPT_FORMATS",
+    "HealthBenchData",
+    "export_rubric_dataset",
+    "import_rubric_dataset",
+    "load_candidates",
+    "load_healthbench",
+    "load_prompts",
+    "load_rubrics",
+    "save_prompts",
+]
 
 SUPPORTED_PROMPT_FORMATS = (
     ".jsonl, .json (a list of {'prompt': ...} objects), .parquet, "
     "or a directory written by datasets' save_to_disk"
 )
-IDEAL_MODEL = "physician-ideal"
 
 Row = tuple[int, Any]
 Prepare = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _nonzero(weight: int) -> int:
-    if weight == 0:
-        raise ValueError("cannot be 0")
-    return weight
-
-
-Weight = Annotated[int, Field(ge=-10, le=10), AfterValidator(_nonzero)]
-
-
-# --- where an error is: lines count from 1 (as editors do), rows and items from 0 ---
-
-
-def _where(path: Path, unit: str, number: int) -> str:
-    return f"{path}:{number}" if unit == "line" else f"{path}:{unit} {number}"
-
-
-def _invalid(path: Path, unit: str, number: int, exc: ValidationError) -> InputError:
-    if unit == "line":
-        return InputError(validation_message(path, number, exc))
-    # validation_message speaks of lines; a table's rows need their own word
-    where = _where(path, unit, number)
-    return InputError(
-        "\n".join(
-            f"{where}: {'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-    )
-
-
-def _repeat_of(seen: dict[str, int], key: str, number: int) -> int | None:
-    """Where `key` was first seen, or None when this is its first appearance."""
-    first = seen.setdefault(key, number)
-    return None if first == number else first
 
 
 # --- prompts ---
@@ -123,12 +99,12 @@ def _parse_prompts(path: Path, rows: Iterable[Row], unit: str, prepare: Prepare)
         try:
             prompt = Prompt.model_validate(prepare(raw))
         except ValidationError as exc:
-            raise _invalid(path, unit, number, exc) from None
+            raise invalid_record(path, unit, number, exc) from None
         except (TypeError, ValueError) as exc:
-            raise InputError(f"{_where(path, unit, number)}: {exc}") from None
-        if (first := _repeat_of(seen, prompt.id, number)) is not None:
+            raise InputError(f"{location(path, unit, number)}: {exc}") from None
+        if (first := repeat_of(seen, prompt.id, number)) is not None:
             raise InputError(
-                f"{_where(path, unit, number)}: id: duplicate id {prompt.id!r} "
+                f"{location(path, unit, number)}: id: duplicate id {prompt.id!r} "
                 f"(first at {unit} {first})"
             )
         prompts.append(prompt)
@@ -249,163 +225,6 @@ def _write_parquet(path: Path, prompts: Iterable[Prompt]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-# --- HealthBench ---
-
-
-class _HealthBenchCriterion(Record):
-    criterion: str = Field(min_length=1)
-    points: Weight
-    tags: tuple[str, ...] = ()
-
-
-class _IdealCompletions(Record):
-    # the reference completions of other models and their grouping are not physician-written
-    model_config = ConfigDict(extra="ignore")
-    ideal_completion: str
-
-
-class _HealthBenchLine(Record):
-    # `canary` (a benchmark-contamination marker) is the one other key; nothing uses it
-    model_config = ConfigDict(extra="ignore")
-    prompt_id: str = Field(min_length=1)
-    # lists, not tuples: the error messages then speak JSON's language
-    prompt: list[ChatMessage] = Field(min_length=1)
-    rubrics: list[_HealthBenchCriterion] = Field(min_length=1)
-    example_tags: tuple[str, ...] = ()
-    ideal_completions_data: _IdealCompletions | None = None
-
-
-@dataclass(frozen=True)
-class HealthBenchData:
-    prompts: list[Prompt]
-    rubrics: list[Rubric]
-    candidates: list[Candidate]
-
-
-def load_healthbench(path: Path) -> HealthBenchData:
-    """Prompts, version-0 rubrics (criteria c1..cN in file order) and ideal completions."""
-    path = Path(path)
-    data = HealthBenchData(prompts=[], rubrics=[], candidates=[])
-    seen: dict[str, int] = {}
-    for number, raw in read_lines(path):
-        try:
-            line = _HealthBenchLine.model_validate(raw)
-        except ValidationError as exc:
-            raise _invalid(path, "line", number, exc) from None
-        if (first := _repeat_of(seen, line.prompt_id, number)) is not None:
-            raise InputError(
-                f"{path}:{number}: prompt_id: duplicate {line.prompt_id!r} (first at line {first})"
-            )
-        _add_healthbench_line(data, line)
-    return data
-
-
-def _add_healthbench_line(data: HealthBenchData, line: _HealthBenchLine) -> None:
-    data.prompts.append(
-        Prompt(
-            id=line.prompt_id,
-            prompt=tuple(line.prompt),
-            domain="health",
-            metadata={"example_tags": list(line.example_tags)},
-        )
-    )
-    criteria = tuple(
-        Criterion(id=f"c{k}", text=c.criterion, weight=c.points, tags=c.tags)
-        for k, c in enumerate(line.rubrics, start=1)
-    )
-    data.rubrics.append(Rubric(prompt_id=line.prompt_id, version=0, criteria=criteria))
-    ideal = line.ideal_completions_data
-    if ideal is not None and ideal.ideal_completion.strip():
-        data.candidates.append(
-            Candidate(
-                id=f"{line.prompt_id}:ideal:0",
-                prompt_id=line.prompt_id,
-                text=ideal.ideal_completion,
-                model=IDEAL_MODEL,
-                sample_index=0,
-            )
-        )
-
-
-# --- the paper authors' published rubric dataset ---
-
-
-class _PaperCriterion(Record):
-    criterion: str = Field(min_length=1)
-    weight: Weight
-
-
-class _PaperRecord(Record):
-    prompt: str = Field(min_length=1)
-    rubrics: list[_PaperCriterion] = Field(min_length=1)
-    number_of_criteria: int
-    total_weight: int
-
-
-def export_rubric_dataset(path: Path, prompts: Iterable[Prompt], rubrics: Iterable[Rubric]) -> int:
-    """Write each prompt with its newest rubric in the published schema; returns the count."""
-    path = Path(path)
-    newest: dict[str, Rubric] = {}
-    for rubric in rubrics:
-        if rubric.prompt_id not in newest or rubric.version > newest[rubric.prompt_id].version:
-            newest[rubric.prompt_id] = rubric
-    prompts = list(prompts)
-    missing = [p.id for p in prompts if p.id not in newest]
-    if missing:
-        raise InputError(f"{path}: no rubric for {len(missing)} prompt(s): {missing[:5]}")
-    write_records(path, (_paper_record(p, newest[p.id]) for p in prompts))
-    return len(prompts)
-
-
-def _paper_record(prompt: Prompt, rubric: Rubric) -> _PaperRecord:
-    weights = [c.weight for c in rubric.criteria]
-    return _PaperRecord(
-        prompt=prompt.render(),
-        rubrics=[_PaperCriterion(criterion=c.text, weight=c.weight) for c in rubric.criteria],
-        number_of_criteria=len(weights),
-        # the published data sums every weight; Rubric.total_weight counts positive ones only
-        total_weight=sum(weights),
-    )
-
-
-def import_rubric_dataset(path: Path) -> tuple[list[Prompt], list[Rubric]]:
-    """Prompts with ids `r-` + sha256(prompt)[:12] (stable across re-imports) and rubrics."""
-    path = Path(path)
-    prompts: list[Prompt] = []
-    rubrics: list[Rubric] = []
-    seen: dict[str, int] = {}
-    for number, raw in read_lines(path):
-        try:
-            record = _PaperRecord.model_validate(raw)
-        except ValidationError as exc:
-            raise _invalid(path, "line", number, exc) from None
-        _check_totals(path, number, record)
-        prompt_id = "r-" + hashlib.sha256(record.prompt.encode()).hexdigest()[:12]
-        if (first := _repeat_of(seen, prompt_id, number)) is not None:
-            raise InputError(f"{path}:{number}: prompt: the same prompt as line {first}")
-        prompts.append(Prompt(id=prompt_id, prompt=record.prompt))
-        criteria = tuple(
-            Criterion(id=f"c{k}", text=c.criterion, weight=c.weight)
-            for k, c in enumerate(record.rubrics, start=1)
-        )
-        rubrics.append(Rubric(prompt_id=prompt_id, version=0, criteria=criteria))
-    return prompts, rubrics
-
-
-def _check_totals(path: Path, number: int, record: _PaperRecord) -> None:
-    weights = [c.weight for c in record.rubrics]
-    if record.number_of_criteria != len(weights):
-        raise InputError(
-            f"{path}:{number}: number_of_criteria: says {record.number_of_criteria} "
-            f"but rubrics has {len(weights)}"
-        )
-    if record.total_weight != sum(weights):
-        raise InputError(
-            f"{path}:{number}: total_weight: says {record.total_weight} "
-            f"but the weights sum to {sum(weights)}"
-        )
 
 
 # --- the pipeline's own files ---
