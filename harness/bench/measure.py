@@ -23,7 +23,7 @@ from harness.bench.workload import (
     paper_request,
     parse_paper_answer,
 )
-from harness.config import HarnessConfig, RoleConfig
+from harness.config import HarnessConfig, RoleConfig, VerifyConfig
 from harness.prompts import PROMPTS_DIR
 from harness.types import ChatRequest, Completion, Prompt
 from harness.verifier import Job, verify
@@ -61,9 +61,10 @@ def measure_layout(
                 for answer in parse_paper_answer(completion.text, _ids(job)).values()
             ]
         else:
+            settings = VerifyConfig(mode=layout, logprobs=logprobs)
             found = {
                 (v.candidate_id, v.criterion_id): v.met
-                for v in verify(role, jobs, layout, PROMPTS_DIR, logprobs)
+                for v in verify(role, jobs, settings, PROMPTS_DIR)
             }
             met = [found.get((job.candidate.id, cid)) for job in jobs for cid in _ids(job)]
     return {
