@@ -10,7 +10,7 @@ Run folder: `prompts.jsonl`, `candidates.jsonl`, `rubrics.jsonl` (every version,
 lineage), `refine.jsonl` (per-iteration statistics), `verdicts.jsonl`, `rewards.jsonl`,
 `skipped.jsonl` (every item a stage could not produce, with the reason), `stages.json`.
 
-    harness rubrics -c configs/default.yaml
+    harness verify -c configs/default.yaml
 """
 
 from __future__ import annotations
