@@ -115,11 +115,11 @@ def token_prompts(engine: Engine, calls: Sequence[tuple[ChatRequest, Completion]
     ]
 
 
-def _common(request: ChatRequest) -> dict[str, Any]:
+def _common(request: ChatRequest, model: str) -> dict[str, Any]:
     return {
         "temperature": request.sampling.temperature,
         "top_p": request.sampling.top_p,
-        "seed": request.effective_seed,
+        "seed": request.effective_seed(model),
     }
 
 
@@ -140,7 +140,7 @@ def raw_run(
     if lengths is None:
         params = [
             SamplingParams(
-                **_common(r),
+                **_common(r, engine.config.model),
                 max_tokens=r.sampling.max_tokens,
                 structured_outputs=StructuredOutputsParams(json=r.json_schema),
             )
@@ -148,7 +148,9 @@ def raw_run(
         ]
     else:
         params = [
-            SamplingParams(**_common(r), max_tokens=n, min_tokens=n, ignore_eos=True)
+            SamplingParams(
+                **_common(r, engine.config.model), max_tokens=n, min_tokens=n, ignore_eos=True
+            )
             for (r, _), n in zip(calls, lengths)
         ]
     with engine.meter() as reading:
@@ -350,7 +352,7 @@ def measure_transformers(
                 return_tensors="pt",
                 return_dict=True,
             )
-            torch.manual_seed(request.effective_seed)
+            torch.manual_seed(request.effective_seed(hf_config.model))
             sample = request.sampling.temperature > 0
             started = time.perf_counter()
             with torch.no_grad():
