@@ -42,12 +42,10 @@ from harness.metrics import (
 from harness.models.manifest import local_model_dir
 from harness.offtopic import off_topic_jobs, off_topic_row
 from harness.refiner import select_pair
-from harness.reward import score
+from harness.reward import PromptRewards, rewards
 from harness.roles import Role
 from harness.types import Candidate, Verdict
 from harness.verifier import Job, verify
-
-Scores = dict[str, dict[str, float | None]]  # prompt id -> candidate id -> reward
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def measure(
     """Verify every job with `role` (uncached), timing it and sampling its memory."""
     with peak_memory(role.backend.process_ids()) as peak:
         started = time.perf_counter()
-        verdicts = verify(role, jobs, config.verify.mode, templates, config.verify.logprobs)
+        verdicts = verify(role, jobs, config.verify, templates)
         seconds = time.perf_counter() - started
     stats = role.stats
     return verdicts, Measurement(
@@ -184,24 +182,34 @@ def load_labels(path: Path) -> dict[tuple[str, str], bool]:
     return labels
 
 
+def label_verdicts(
+    jobs: Sequence[Job], labels: dict[tuple[str, str], bool], source: str
+) -> list[Verdict]:
+    """The human labels of the jobs' criteria as verdicts (criteria without a label left out),
+    so that they are scored by the same reward path as a verifier's."""
+    return [
+        Verdict(prompt_id=job.prompt.id, candidate_id=job.candidate.id,
+                rubric_version=job.rubric.version, criterion_id=c.id,
+                met=labels[(job.candidate.id, c.id)], verifier=source)
+        for job in jobs for c in job.rubric.criteria if (job.candidate.id, c.id) in labels
+    ]  # fmt: skip
+
+
 def verdict_table(verdicts: Sequence[Verdict]) -> dict[tuple[str, str], bool | None]:
     return {(v.candidate_id, v.criterion_id): v.met for v in verdicts}
 
 
 def response_scores(
-    jobs: Sequence[Job], table: dict[tuple[str, str], bool | None], config: HarnessConfig
-) -> Scores:
-    scores: Scores = {}
-    for job in jobs:
-        met = {c.id: table.get((job.candidate.id, c.id)) for c in job.rubric.criteria}
-        scores.setdefault(job.prompt.id, {})[job.candidate.id] = score(
-            job.rubric.criteria, met, config.verify.reward, config.verify.min_scored_share
-        )
+    jobs: Sequence[Job], verdicts: Sequence[Verdict], config: HarnessConfig
+) -> PromptRewards:
+    scores: PromptRewards = {}
+    for job, reward in zip(jobs, rewards(jobs, verdicts, config.verify), strict=True):
+        scores.setdefault(job.prompt.id, {})[job.candidate.id] = reward
     return scores
 
 
 def rtd_pair_agreement(
-    jobs: Sequence[Job], reference: Scores, predicted: Scores, strategy: str
+    jobs: Sequence[Job], reference: PromptRewards, predicted: PromptRewards, strategy: str
 ) -> float | None:
     """Share of prompts where this verifier's scores make RTD pick the same pair of
     responses as the reference's scores do."""
@@ -220,32 +228,52 @@ def rtd_pair_agreement(
 def verifier_metrics(
     jobs: Sequence[Job],
     verdicts: Sequence[Verdict],
-    reference: dict[tuple[str, str], bool | None],
+    reference: Sequence[Verdict],
     measurement: Measurement,
     config: HarnessConfig,
 ) -> dict[str, Any]:
-    """Every comparison metric of one verifier against the reference table."""
-    table = verdict_table(verdicts)
-    keys = [k for k in table if k in reference]
-    agree = agreement([table[k] for k in keys], [reference[k] for k in keys])
-    reference_scores = response_scores(jobs, reference, config)
-    scores = response_scores(jobs, table, config)
-    overall = pairwise_accuracy(reference_scores, scores)
-    tail = pairwise_accuracy(reference_scores, scores, config.compare.tail_quantile)
-    seconds = max(measurement.seconds, 1e-9)
+    """Every comparison metric of one verifier against the reference verdicts (a verifier's
+    or the human labels')."""
+    table, reference_table = verdict_table(verdicts), verdict_table(reference)
+    keys = [k for k in table if k in reference_table]
+    agree = agreement([table[k] for k in keys], [reference_table[k] for k in keys])
+    ranking = ranking_metrics(jobs, response_scores(jobs, reference, config),
+                              response_scores(jobs, verdicts, config), config)  # fmt: skip
+    counts = {key: ranking.pop(key) for key in ("num_pairs", "num_tail_pairs")}
     return {
         "label": measurement.label,
         "model": measurement.model,
         "params": measurement.params,
         **{k: agree[k] for k in ("accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no")},
-        "spearman": within_prompt_spearman(reference_scores, scores),
-        "pairwise_accuracy": overall["accuracy"],
-        "tail_pairwise_accuracy": tail["accuracy"],
-        "rtd_pair_agreement": rtd_pair_agreement(
-            jobs, reference_scores, scores, config.refine.pair
-        ),
+        **ranking,
         "unscored_rate": sum(v.met is None for v in verdicts) / len(verdicts) if verdicts else None,
         "num_unscored": sum(v.met is None for v in verdicts),
+        **cost_metrics(measurement),
+        "num_compared": agree["n"],
+        **counts,
+    }
+
+
+def ranking_metrics(
+    jobs: Sequence[Job], reference: PromptRewards, scores: PromptRewards, config: HarnessConfig
+) -> dict[str, Any]:
+    """How the verifier's rewards order each prompt's responses, against the reference's."""
+    overall = pairwise_accuracy(reference, scores)
+    tail = pairwise_accuracy(reference, scores, config.compare.tail_quantile)
+    return {
+        "spearman": within_prompt_spearman(reference, scores),
+        "pairwise_accuracy": overall["accuracy"],
+        "tail_pairwise_accuracy": tail["accuracy"],
+        "rtd_pair_agreement": rtd_pair_agreement(jobs, reference, scores, config.refine.pair),
+        "num_pairs": overall["n_pairs"],
+        "num_tail_pairs": tail["n_pairs"],
+    }
+
+
+def cost_metrics(measurement: Measurement) -> dict[str, Any]:
+    """Throughput, tokens, latency and memory of one verifier's measurement."""
+    seconds = max(measurement.seconds, 1e-9)
+    return {
         "criteria_per_s": measurement.num_verdicts / seconds,
         "tokens_per_s": measurement.output_tokens / seconds,
         "prompt_tokens": measurement.prompt_tokens,
@@ -256,9 +284,6 @@ def verifier_metrics(
         "seconds": measurement.seconds,
         "num_verdicts": measurement.num_verdicts,
         "num_requests": measurement.num_requests,
-        "num_compared": agree["n"],
-        "num_pairs": overall["n_pairs"],
-        "num_tail_pairs": tail["n_pairs"],
     }
 
 
@@ -280,15 +305,8 @@ def compare_verifiers(
         results[verifier.label] = _measured(
             pool, verifier, [*jobs, *probe], config, templates, folder, fingerprint
         )
-    measurements = {label: m for label, (_, m) in results.items()}
     on_topic = {label: on_topic_verdicts(v, probe) for label, (v, _) in results.items()}
-    if config.compare.labels:
-        reference = load_labels(config.project_path(config.compare.labels))
-        ref = {"kind": "labels", "label": config.compare.labels}
-    else:
-        label = reference_label(config, measurements)
-        reference = verdict_table(on_topic[label])
-        ref = {"kind": "verifier", "label": label}
+    reference, ref = _reference(jobs, results, on_topic, config)
     rows = []
     for label, (verdicts, measurement) in results.items():
         row = verifier_metrics(jobs, on_topic[label], reference, measurement, config)
@@ -304,6 +322,22 @@ def compare_verifiers(
     return summary
 
 
+def _reference(
+    jobs: Sequence[Job],
+    results: dict[str, tuple[list[Verdict], Measurement]],
+    on_topic: dict[str, list[Verdict]],
+    config: HarnessConfig,
+) -> tuple[list[Verdict], dict[str, str]]:
+    """The reference verdicts (human labels, else the reference verifier's on-topic ones) and
+    what they are, for metrics.json."""
+    if config.compare.labels:
+        labels = load_labels(config.project_path(config.compare.labels))
+        reference = label_verdicts(jobs, labels, config.compare.labels)
+        return reference, {"kind": "labels", "label": config.compare.labels}
+    label = reference_label(config, {label: m for label, (_, m) in results.items()})
+    return on_topic[label], {"kind": "verifier", "label": label}
+
+
 def on_topic_verdicts(verdicts: Sequence[Verdict], probe: Sequence[Job]) -> list[Verdict]:
     """The verdicts of the comparison's own jobs: the probe's stay out of every agreement,
     pairwise and tail metric."""
@@ -315,9 +349,8 @@ def probe_metrics(
     jobs: Sequence[Job], probe: Sequence[Job], verdicts: Sequence[Verdict], config: HarnessConfig
 ) -> dict[str, Any]:
     """A verifier's off-topic preference, from its own rewards of both sets of jobs."""
-    table = verdict_table(verdicts)
     return off_topic_row(
-        response_scores(jobs, table, config), response_scores(probe, table, config)
+        response_scores(jobs, verdicts, config), response_scores(probe, verdicts, config)
     )
 
 

@@ -26,13 +26,14 @@ from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates, load_prompts
 from harness.jsonl import read_json, read_lines, write_atomic, write_records
 from harness.judge import judge_pairs, pair_up, summarise
-from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run, StageResult, reward_rows, run_stage
+from harness.pipeline import STAGE_FUNCTIONS, STAGES, Run, StageResult, run_stage
 from harness.policy import adapter_rank, checkpoint_adapters, final_adapter, policy_role_config
+from harness.reward import rewards
 from harness.roles import Role, RolePool, run_context
 from harness.rollouts import roll_out
 from harness.runstate import fingerprint
 from harness.types import Adapter, Candidate, Prompt
-from harness.verifier import Job, verify
+from harness.verifier import Job, latest_rubric_jobs, verify
 
 EVAL_STAGES = ("compare", "train", "judge", "overoptimization", "theory")
 WIN_RATE_DROP = 0.05  # how far below its best the win rate must fall to flag over-optimisation
@@ -40,13 +41,8 @@ WIN_RATE_DROP = 0.05  # how far below its best the win rate must fall to flag ov
 
 def verification_jobs(run: Run) -> list[Job]:
     """Every candidate of the run against its prompt's latest rubric."""
-    latest = run.latest_rubrics()
-    prompts = {p.id: p for p in run.prompts()}
-    return [
-        Job(prompts[c.prompt_id], c, latest[c.prompt_id])
-        for c in load_candidates(run.path("candidates.jsonl"))
-        if c.prompt_id in latest
-    ]
+    candidates = load_candidates(run.path("candidates.jsonl"))
+    return latest_rubric_jobs(run.prompts(), candidates, run.latest_rubrics())
 
 
 def stage_compare(run: Run) -> StageResult:
@@ -270,13 +266,9 @@ def _mean_reward(
     run: Run, role: Role, prompts: list[Prompt], samples: list[Candidate]
 ) -> float | None:
     """Mean rubric reward of `samples`; unscored rewards are left out (None if all are)."""
-    latest, by_id = run.latest_rubrics(), {p.id: p for p in prompts}
-    jobs = [Job(by_id[c.prompt_id], c, latest[c.prompt_id]) for c in samples]
-    verdicts = verify(role, jobs, run.config.verify.mode, run.templates,
-                      run.config.verify.logprobs)  # fmt: skip
-    scored = [
-        r["reward"] for r in reward_rows(jobs, verdicts, run.config) if r["reward"] is not None
-    ]
+    jobs = latest_rubric_jobs(prompts, samples, run.latest_rubrics())
+    verdicts = verify(role, jobs, run.config.verify, run.templates)
+    scored = [r for r in rewards(jobs, verdicts, run.config.verify) if r is not None]
     return sum(scored) / len(scored) if scored else None
 
 

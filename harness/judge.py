@@ -20,12 +20,10 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from harness.config import JudgeConfig
-from harness.metrics import JudgedPair, summarise_pairs
+from harness.metrics import JudgedPair, Preference, summarise_pairs
 from harness.prompts import render
 from harness.roles import Role
 from harness.types import Candidate, ChatRequest, Completion, Prompt, Record, json_schema_of
-
-Side = Literal["a", "b", "tie"]
 
 
 class Judgement(Record):
@@ -35,8 +33,8 @@ class Judgement(Record):
     prompt_id: str
     a_id: str
     b_id: str
-    first_order: Side | None
-    second_order: Side | None
+    first_order: Preference | None
+    second_order: Preference | None
     length_a: int
     length_b: int
     rationales: tuple[str, ...] = ()
@@ -134,7 +132,7 @@ def _judgement(a: Candidate, b: Candidate, first: Completion, second: Completion
     )
 
 
-def _side(completion: Completion, shown_first: str) -> Side | None:
+def _side(completion: Completion, shown_first: str) -> Preference | None:
     """The judge's verdict as a side: "1" is whoever was shown first."""
     if not completion.parsed:
         return None

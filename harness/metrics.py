@@ -30,10 +30,11 @@ from typing import Literal
 
 import numpy as np
 
-Verdict = Literal["a", "b", "tie"]
+# which side a pairwise judge preferred, or a tie (not a verifier's yes/no `types.Verdict`)
+Preference = Literal["a", "b", "tie"]
 DisagreementPolicy = Literal["tie", "first"]
 
-VERDICT_OUTCOMES: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
+PREFERENCE_OUTCOMES: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
 LENGTH_PENALTY = 1e-3
 NEWTON_MAX_ITERATIONS = 100
 NEWTON_TOLERANCE = 1e-10
@@ -47,17 +48,17 @@ class JudgedPair:
     """Both judge verdicts on one pair, already mapped back to the original labels A and B."""
 
     prompt_id: str
-    first_order: Verdict | None  # A shown first
-    second_order: Verdict | None  # B shown first
+    first_order: Preference | None  # A shown first
+    second_order: Preference | None  # B shown first
     length_a: int
     length_b: int
 
 
-def verdict_outcome(verdict: str) -> float:
-    """1.0 when A wins, 0.0 when B wins, 0.5 for a tie."""
-    if verdict not in VERDICT_OUTCOMES:
-        raise ValueError(f"unknown judge verdict {verdict!r}; expected one of 'a', 'b', 'tie'")
-    return VERDICT_OUTCOMES[verdict]
+def preference_outcome(preference: str) -> float:
+    """A's score: 1.0 when A wins, 0.0 when B wins, 0.5 for a tie."""
+    if preference not in PREFERENCE_OUTCOMES:
+        raise ValueError(f"unknown judge verdict {preference!r}; expected one of 'a', 'b', 'tie'")
+    return PREFERENCE_OUTCOMES[preference]
 
 
 def pair_outcome(pair: JudgedPair, disagreement: DisagreementPolicy = "tie") -> float | None:
@@ -69,16 +70,16 @@ def pair_outcome(pair: JudgedPair, disagreement: DisagreementPolicy = "tie") -> 
     if disagreement not in ("tie", "first"):
         raise ValueError(f"unknown disagreement policy {disagreement!r}; use 'tie' or 'first'")
     first, second = pair.first_order, pair.second_order
-    for verdict in (first, second):
-        if verdict is not None:
-            verdict_outcome(verdict)  # rejects an unknown verdict even when it is not used
+    for preference in (first, second):
+        if preference is not None:
+            preference_outcome(preference)  # rejects an unknown one even when it is not used
     if first is None and second is None:
         return None
     if first is None or second is None:
-        return verdict_outcome(first if first is not None else second)
+        return preference_outcome(first if first is not None else second)
     if first == second:
-        return verdict_outcome(first)
-    return 0.5 if disagreement == "tie" else verdict_outcome(first)
+        return preference_outcome(first)
+    return 0.5 if disagreement == "tie" else preference_outcome(first)
 
 
 def position_flip_rate(pairs: Sequence[JudgedPair]) -> float | None:
@@ -239,8 +240,7 @@ def agreement(
         raise ValueError(f"{len(predicted)} predicted verdicts but {len(reference)} reference")
     num_unscored = sum(p is None and r is not None for p, r in zip(predicted, reference))
     both = [(p, r) for p, r in zip(predicted, reference) if p is not None and r is not None]
-    n = len(both)
-    if n == 0:
+    if not both:
         return {
             "n": 0,
             "accuracy": None,
@@ -250,6 +250,13 @@ def agreement(
             "f1_no": None,
             "unscored": num_unscored,
         }
+    return {"n": len(both), **confusion_metrics(both), "unscored": num_unscored}
+
+
+def confusion_metrics(both: Sequence[tuple[bool, bool]]) -> dict[str, float | None]:
+    """Accuracy, balanced accuracy, Cohen's kappa and F1 per class of (predicted, reference)
+    pairs, at least one."""
+    n = len(both)
     true_yes = sum(p and r for p, r in both)
     true_no = sum(not p and not r for p, r in both)
     false_yes = sum(p and not r for p, r in both)
@@ -263,13 +270,11 @@ def agreement(
     predicted_yes, reference_yes = (true_yes + false_yes) / n, (true_yes + false_no) / n
     expected = predicted_yes * reference_yes + (1 - predicted_yes) * (1 - reference_yes)
     return {
-        "n": n,
         "accuracy": accuracy,
         "balanced_accuracy": sum(recalls) / len(recalls),
         "kappa": cohen_kappa(accuracy, expected),
         "f1_yes": f1_score(true_yes, false_yes, false_no),
         "f1_no": f1_score(true_no, false_no, false_yes),
-        "unscored": num_unscored,
     }
 
 

@@ -10,7 +10,7 @@ Run folder: `prompts.jsonl`, `candidates.jsonl`, `rubrics.jsonl` (every version,
 lineage), `refine.jsonl` (per-iteration statistics), `verdicts.jsonl`, `rewards.jsonl`,
 `skipped.jsonl` (every item a stage could not produce, with the reason), `stages.json`.
 
-    harness rubrics -c configs/default.yaml
+    harness verify -c configs/default.yaml
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from harness.jsonl import read_records, write_records
 from harness.prompts import PROMPTS_DIR
 from harness.proposer import propose
 from harness.refiner import IterationStats, RefineRoles, refine
-from harness.reward import score
+from harness.reward import rewards
 from harness.roles import RolePool
 from harness.rollouts import order_pool, roll_out
 from harness.runstate import RunState, Skip, fingerprint
 from harness.types import Prompt, Rubric, latest_versions
-from harness.verifier import Job, check_unscored, met_by_candidate, verify
+from harness.verifier import Job, check_unscored, latest_rubric_jobs, met_by_candidate, verify
 
 STAGES = ("prompts", "rollouts", "propose", "refine", "verify")
 
@@ -180,20 +180,17 @@ def stage_verify(run: Run) -> StageResult:
     verifier = run.config.verifier()
 
     def body() -> dict[str, Any]:
-        latest = run.latest_rubrics()
-        prompts = {p.id: p for p in run.prompts()}
-        jobs = [Job(prompts[c.prompt_id], c, latest[c.prompt_id])
-                for c in load_candidates(run.path("candidates.jsonl"))
-                if c.prompt_id in latest]  # fmt: skip
-        verdicts = verify(run.pool.role("verifier", verifier), jobs, run.config.verify.mode,
-                          run.templates, run.config.verify.logprobs)  # fmt: skip
+        jobs = latest_rubric_jobs(run.prompts(), load_candidates(run.path("candidates.jsonl")),
+                                  run.latest_rubrics())  # fmt: skip
+        verdicts = verify(run.pool.role("verifier", verifier), jobs, run.config.verify,
+                          run.templates)  # fmt: skip
         write_records(run.path("verdicts.jsonl"), verdicts)
-        rewards = reward_rows(jobs, verdicts, run.config)
-        write_records(run.path("rewards.jsonl"), rewards)
+        rows = reward_rows(jobs, verdicts, run.config)
+        write_records(run.path("rewards.jsonl"), rows)
         unscored = sum(v.met is None for v in verdicts)
         check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
-                "unscored_rewards": sum(r["reward"] is None for r in rewards)}  # fmt: skip
+                "unscored_rewards": sum(r["reward"] is None for r in rows)}  # fmt: skip
 
     inputs = [run.path("candidates.jsonl"), run.path("rubrics.jsonl"), verifier,
               run.config.verify, *run.template_files()]  # fmt: skip
@@ -203,13 +200,12 @@ def stage_verify(run: Run) -> StageResult:
 def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[dict[str, Any]]:
     table = met_by_candidate(verdicts)
     rows = []
-    for job in jobs:
+    for job, reward in zip(jobs, rewards(jobs, verdicts, config.verify)):
         met = table.get(job.candidate.id, {})
         rows.append({
             "prompt_id": job.prompt.id, "candidate_id": job.candidate.id,
             "model": job.candidate.model, "rubric_version": job.rubric.version,
-            "reward": score(job.rubric.criteria, met, config.verify.reward,
-                            config.verify.min_scored_share),
+            "reward": reward,
             "num_unscored": sum(v is None for v in met.values()),
         })  # fmt: skip
     return rows

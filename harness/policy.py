@@ -2,8 +2,9 @@
 adapter, and every saved checkpoint, all from one engine (vLLM applies an adapter per request;
 the transformers backend switches adapters in place).
 
-    policy_role_config(config)  -> the policy role, with LoRA enabled on a vLLM engine
-    training_adapters(run_dir)  -> {"trained": Adapter, "checkpoint-3": Adapter, ...}
+    policy_role_config(config)       -> the policy role, with LoRA enabled on a vLLM engine
+    final_adapter(train_dir)         -> the "trained" Adapter, or None before training ends
+    checkpoint_adapters(train_dir)   -> [(3, Adapter "checkpoint-3"), ...] in step order
 """
 
 from __future__ import annotations

@@ -23,16 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import HarnessConfig
+from harness.config import HarnessConfig, VerifyConfig
 from harness.jsonl import write_atomic, write_records
 from harness.proposer import Refinement, rewrite
-from harness.reward import score
+from harness.reward import CandidateRewards, rewards
 from harness.roles import Role
 from harness.runstate import Skip
 from harness.types import Candidate, Prompt, Record, Rubric, Verdict
-from harness.verifier import Job, check_unscored, met_by_candidate, verify
-
-Scores = dict[str, float | None]
+from harness.verifier import Job, check_unscored, verify
 
 
 class IterationStats(Record):
@@ -46,13 +44,13 @@ class IterationStats(Record):
     num_unscored_verdicts: int
 
 
-def ranked(pool: Sequence[Candidate], scores: Scores) -> list[Candidate]:
+def ranked(pool: Sequence[Candidate], scores: CandidateRewards) -> list[Candidate]:
     """Best first; a stable sort, so ties keep pool order; unscored candidates go last."""
     return sorted(pool, key=lambda c: (scores.get(c.id) is None, -(scores.get(c.id) or 0.0)))
 
 
 def select_pair(
-    pool: Sequence[Candidate], scores: Scores, strategy: str = "top2"
+    pool: Sequence[Candidate], scores: CandidateRewards, strategy: str = "top2"
 ) -> tuple[Candidate, Candidate] | None:
     if len(pool) < 2:
         return None
@@ -64,7 +62,7 @@ def select_pair(
     return order[0], order[1]
 
 
-def is_tied(pair: tuple[Candidate, Candidate], scores: Scores) -> bool:
+def is_tied(pair: tuple[Candidate, Candidate], scores: CandidateRewards) -> bool:
     return scores.get(pair[0].id) == scores.get(pair[1].id)
 
 
@@ -109,16 +107,12 @@ def load_checkpoint(folder: Path, initial: Sequence[Rubric]) -> RefineState:
     return RefineState(current={r.prompt_id: r for r in initial})
 
 
-def score_pool(jobs: Sequence[Job], verdicts: Sequence[Verdict], config: HarnessConfig) -> Scores:
-    table = met_by_candidate(verdicts)
+def score_pool(
+    jobs: Sequence[Job], verdicts: Sequence[Verdict], settings: VerifyConfig
+) -> CandidateRewards:
     return {
-        job.candidate.id: score(
-            job.rubric.criteria,
-            table.get(job.candidate.id, {}),
-            config.verify.reward,
-            config.verify.min_scored_share,
-        )
-        for job in jobs
+        job.candidate.id: reward
+        for job, reward in zip(jobs, rewards(jobs, verdicts, settings), strict=True)
     }
 
 
@@ -165,11 +159,11 @@ def _iterate(
     iteration = state.iteration + 1
     jobs = [Job(p, c, state.current[p.id]) for p in active
             for c in _remaining(pools[p.id], state.used)]  # fmt: skip
-    verdicts = verify(roles.verifier, jobs, config.verify.mode, templates, config.verify.logprobs)
+    verdicts = verify(roles.verifier, jobs, config.verify, templates)
     write_records(folder / f"iteration-{iteration}.verdicts.jsonl", verdicts)
     # rubrics are never rewritten from a verifier that mostly gave no answer
     check_unscored(verdicts, config.verify.max_unscored_share, f"refine iteration {iteration}")
-    scores = score_pool(jobs, verdicts, config)
+    scores = score_pool(jobs, verdicts, config.verify)
     pairs = {p.id: select_pair(_remaining(pools[p.id], state.used), scores, config.refine.pair)
              for p in active}  # fmt: skip
     items = [Refinement(p, state.current[p.id], pairs[p.id]) for p in active if pairs[p.id]]
@@ -205,8 +199,7 @@ def _separated(
             if i.prompt.id in tied and i.prompt.id in new for c in i.pair]  # fmt: skip
     if not jobs:
         return 0
-    scores = score_pool(jobs, verify(verifier, jobs, config.verify.mode, templates,
-                                     config.verify.logprobs), config)  # fmt: skip
+    scores = score_pool(jobs, verify(verifier, jobs, config.verify, templates), config.verify)
     pairs = [jobs[k : k + 2] for k in range(0, len(jobs), 2)]
     return sum(
         scores[a.candidate.id] is not None and scores[a.candidate.id] != scores[b.candidate.id]

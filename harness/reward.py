@@ -1,5 +1,7 @@
-"""Rubric reward: verdicts -> one number per response. The same function scores candidates in
-refinement, rewards the policy in training and scores responses in evaluation.
+"""Rubric reward: verdicts -> one number per response. `rewards` is the one path from a batch
+of verifier jobs and their verdicts to rewards: it scores candidates in refinement, writes
+`rewards.jsonl`, rewards the policy in training and scores responses in the verifier
+comparison and the over-optimisation check.
 
 Forms:
 - `paper`: r = sum(w * v) / sum(w), weights 1..3 (Chasing the Tail, section 2).
@@ -20,11 +22,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from harness.config import ConfigError
-from harness.types import Criterion
+from harness.config import ConfigError, VerifyConfig
+from harness.types import Criterion, Verdict
+from harness.verifier import Job, met_by_candidate
 
 RewardForm = Literal["paper", "healthbench", "unweighted"]
 MIN_SCORED_SHARE = 0.5
+
+CandidateRewards = dict[str, float | None]  # candidate id -> reward
+PromptRewards = dict[str, CandidateRewards]  # prompt id -> candidate id -> reward
+
+
+def rewards(
+    jobs: Sequence[Job], verdicts: Sequence[Verdict], settings: VerifyConfig
+) -> list[float | None]:
+    """The reward of every job from its candidate's verdicts, in the profile's `verify:`
+    reward form; None where too little of the rubric was scored."""
+    table = met_by_candidate(verdicts)
+    return [
+        score(job.rubric.criteria, table.get(job.candidate.id, {}), settings.reward,
+              settings.min_scored_share)
+        for job in jobs
+    ]  # fmt: skip
 
 
 def score(

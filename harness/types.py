@@ -56,11 +56,12 @@ class ChatRequest(Record):
     adapter: Adapter | None = None
     id: str | None = None
 
-    @property
-    def effective_seed(self) -> int:
-        """A seed that differs per conversation, sample and retry, and is the same on every
-        run: samples of different prompts must not share one random stream."""
+    def effective_seed(self, model: str) -> int:
+        """A seed that differs per model, conversation, sample and retry, and is the same on
+        every run: samples of different prompts, and two models sampling the same request (two
+        verifiers, two rollout models), must not share one random stream."""
         digest = hashlib.sha256(f"{self.sampling.seed}:{self.sample_index}:{self.attempt}".encode())
+        digest.update(f"\x00model\x00{model}".encode())
         for message in self.messages:
             digest.update(f"\x00{message.role}\x00{message.content}".encode())
         return int.from_bytes(digest.digest()[:4], "big") & 0x7FFFFFFF

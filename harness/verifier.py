@@ -24,7 +24,7 @@ of a batch is unscored, `check_unscored` stops the stage: it is not done, and a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.config import VerifyConfig
 from harness.prompts import render
 from harness.roles import Role
 from harness.types import (
@@ -79,15 +80,24 @@ class Job:
     rubric: Rubric
 
 
+def latest_rubric_jobs(
+    prompts: Sequence[Prompt], candidates: Sequence[Candidate], latest: Mapping[str, Rubric]
+) -> list[Job]:
+    """Every candidate against its prompt's latest rubric (candidates of prompts without a
+    rubric are left out), in candidate order."""
+    by_id = {p.id: p for p in prompts}
+    return [Job(by_id[c.prompt_id], c, latest[c.prompt_id]) for c in candidates
+            if c.prompt_id in latest]  # fmt: skip
+
+
 def verify(
-    role: Role, jobs: Sequence[Job], mode: str, templates: Path, logprobs: int = 0
+    role: Role, jobs: Sequence[Job], settings: VerifyConfig, templates: Path
 ) -> list[Verdict]:
-    """Verdicts for every criterion of every job, in one batch of requests."""
-    if mode == "each":
-        return _verify_each(role, jobs, templates, logprobs)
-    if mode == "compact":
-        return _verify_rubric(role, jobs, templates, "compact")
-    return _verify_rubric(role, jobs, templates, "all")
+    """Verdicts for every criterion of every job, in one batch of requests, in the profile's
+    `verify:` mode (`settings.logprobs` applies to `each`)."""
+    if settings.mode == "each":
+        return _verify_each(role, jobs, templates, settings.logprobs)
+    return _verify_rubric(role, jobs, templates, settings.mode)
 
 
 @lru_cache(maxsize=256)

@@ -31,7 +31,7 @@ from harness.bench import (
 )
 from harness.bench.goals import yes_rate
 from harness.bench.rounds import relative_difference, round_order, same_workload
-from harness.config import load_config
+from harness.config import VerifyConfig, load_config
 from harness.models.manifest import PROJECT_ROOT
 from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
@@ -91,7 +91,7 @@ def test_compact_mode_verdicts_and_unscored_answers(context):
                               validate=False)  # fmt: skip
     role = Role("verifier", backend.config, backend)
     jobs = build_jobs(PROMPTS[:2], 2, 3)
-    verdicts = verify(role, jobs, "compact", PROMPTS_DIR)
+    verdicts = verify(role, jobs, VerifyConfig(mode="compact", logprobs=0), PROMPTS_DIR)
     by_prompt = {}
     for verdict in verdicts:
         by_prompt.setdefault(verdict.prompt_id, []).append(verdict.met)

@@ -13,6 +13,7 @@ from harness.compare import (
     Measurement,
     compare_verifiers,
     count_parameters,
+    label_verdicts,
     load_labels,
     reference_label,
     verifier_metrics,
@@ -53,8 +54,7 @@ def measurement(label="small", seconds=2.0) -> Measurement:
                        latency_p50_s=0.5, latency_p95_s=0.9, peak_memory_mb=512.0)  # fmt: skip
 
 
-REFERENCE = {(v.candidate_id, v.criterion_id): v.met for v in verdicts(
-    {"r4": 4, "r3": 3, "r2": 2, "r1": 1})}  # fmt: skip
+REFERENCE = verdicts({"r4": 4, "r3": 3, "r2": 2, "r1": 1})
 
 
 def test_a_verifier_that_swaps_the_top_two_is_right_overall_and_wrong_in_the_tail():
@@ -84,6 +84,21 @@ def test_unscored_verdicts_count_as_unscored_not_as_no():
     assert row["accuracy"] == 1.0 and row["num_compared"] == 12
     # r1 has no score: its 3 pairs count as wrong, the other 3 are right
     assert row["pairwise_accuracy"] == 0.5
+
+
+def test_human_labels_score_like_a_reference_verifier_with_the_same_verdicts():
+    labels = {(v.candidate_id, v.criterion_id): v.met for v in REFERENCE}
+    swapped = verdicts({"r4": 3, "r3": 4, "r2": 2, "r1": 1})
+    reference = label_verdicts(JOBS, labels, "labels.jsonl")
+    by_labels = verifier_metrics(JOBS, swapped, reference, measurement(), HarnessConfig())
+    assert by_labels == verifier_metrics(JOBS, swapped, REFERENCE, measurement(), HarnessConfig())
+    assert by_labels["pairwise_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_a_criterion_without_a_label_stays_out_of_the_reference():
+    [verdict] = label_verdicts(JOBS, {("r4", "c1"): True, ("other", "c1"): False}, "labels.jsonl")
+    assert (verdict.candidate_id, verdict.criterion_id, verdict.met) == ("r4", "c1", True)
+    assert verdict.verifier == "labels.jsonl"
 
 
 def test_human_labels_are_read_with_file_and_line_in_errors(tmp_path: Path):

@@ -132,7 +132,7 @@ def test_train_refuses_vllm_generation_before_anything_heavy(monkeypatch, tmp_pa
 
     monkeypatch.setattr(training, "served_verifier", heavy)
     monkeypatch.setattr(training, "_trainer", heavy)
-    monkeypatch.setattr(training, "build_role", heavy)
+    monkeypatch.setattr("harness.rubric_reward.build_role", heavy)
     for name in ("vllm", "trl", "peft"):  # an import of one of these would start the engine
         monkeypatch.setitem(sys.modules, name, None)
     config = load_config(PROJECT_ROOT / "configs" / "train-learnable.yaml",

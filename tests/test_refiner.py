@@ -168,13 +168,14 @@ def test_a_failed_refinement_keeps_the_rubric_and_is_recorded(context):
 
 @pytest.mark.parametrize("mode", ["all", "each"])
 def test_verifier_failures_become_unscored_never_no(context, mode):
+    from harness.config import VerifyConfig
     from harness.verifier import Job, verify
 
     backend = ScriptedBackend("verifier", scripted_role(max_attempts=2), context,
                               script=lambda r: None)  # fmt: skip
     role = Role("verifier", backend.config, backend)
     jobs = [Job(PROMPTS[0], CANDIDATES[0], INITIAL[0])]
-    verdicts = verify(role, jobs, mode, PROMPTS_DIR)
+    verdicts = verify(role, jobs, VerifyConfig(mode=mode, logprobs=0), PROMPTS_DIR)
     assert [v.met for v in verdicts] == [None, None]
     assert all(v.unscored_reason for v in verdicts)
     assert len(backend.calls) == 2 * (1 if mode == "all" else 2)

@@ -40,7 +40,7 @@ def test_a_failed_request_is_retried_with_a_new_seed(context):
     [completion] = role.generate(verdict_requests(1))
     assert completion.ok
     assert [c.attempt for c in backend.calls] == [0, 1]
-    assert backend.calls[0].effective_seed != backend.calls[1].effective_seed
+    assert backend.calls[0].effective_seed("m") != backend.calls[1].effective_seed("m")
     assert role.stats.retried == 1
 
 

@@ -5,7 +5,7 @@ import pickle
 
 from harness.config import RoleConfig, VerifyConfig
 from harness.prompts import PROMPTS_DIR
-from harness.training import RubricReward
+from harness.rubric_reward import RubricReward
 from harness.types import Criterion, Prompt, Rubric
 
 PROMPTS = {p: Prompt(id=p, prompt=f"question {p}") for p in ("p1", "p2")}

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from harness.backends.scripted import ScriptedBackend
+from harness.config import VerifyConfig
 from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
 from harness.types import Candidate, Completion, Criterion, Prompt, Rubric, TokenLogprob
@@ -65,7 +66,7 @@ def test_all_mode_schema_forces_exactly_the_rubric_ids_and_shares_the_prefix(con
     role = Role("verifier", backend.config, backend)
     jobs = [Job(PROMPT, Candidate(id=f"p:m:{k}", prompt_id="p", text=f"answer {k}", model="m"),
                 RUBRIC) for k in range(2)]  # fmt: skip
-    verdicts = verify(role, jobs, "all", PROMPTS_DIR)
+    verdicts = verify(role, jobs, VerifyConfig(mode="all"), PROMPTS_DIR)
     assert [(v.candidate_id, v.criterion_id, v.met) for v in verdicts] == [
         ("p:m:0", "c1", True), ("p:m:0", "c2", False),
         ("p:m:1", "c1", True), ("p:m:1", "c2", False),
@@ -82,7 +83,8 @@ def test_each_mode_puts_the_criterion_last(context):
                               script=lambda r: '{"answer": "yes"}')  # fmt: skip
     role = Role("verifier", backend.config, backend)
     candidate = Candidate(id="p:m:0", prompt_id="p", text="take 4 g", model="m")
-    verdicts = verify(role, [Job(PROMPT, candidate, RUBRIC)], "each", PROMPTS_DIR, logprobs=5)
+    verdicts = verify(role, [Job(PROMPT, candidate, RUBRIC)], VerifyConfig(mode="each", logprobs=5),
+                      PROMPTS_DIR)  # fmt: skip
     assert [v.met for v in verdicts] == [True, True]
     first, second = (r.messages[-1].content for r in backend.calls)
     assert first.endswith("says 4 g\n</criterion>") and second.endswith("liver\n</criterion>")

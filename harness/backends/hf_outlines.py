@@ -117,7 +117,7 @@ class TransformersBackend(Backend):
         processors = LogitsProcessorList()
         if request.json_schema is not None:
             processors.append(self._processor(request.json_schema))
-        torch.manual_seed(request.effective_seed)
+        torch.manual_seed(request.effective_seed(self.config.model))
         sample = sampling.temperature > 0
         with torch.no_grad():
             output = self.hf_model.generate(

@@ -115,7 +115,7 @@ class OpenAIBackend(Backend):
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_completion_tokens": sampling.max_tokens,
-            "seed": request.effective_seed,
+            "seed": request.effective_seed(self.config.model),
         }
         if sampling.stop:
             arguments["stop"] = list(sampling.stop)

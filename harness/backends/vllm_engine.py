@@ -230,7 +230,7 @@ class VLLMEngineBackend(Backend):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
-            seed=request.effective_seed,
+            seed=request.effective_seed(self.config.model),
             logprobs=sampling.logprobs,
             stop=list(sampling.stop) or None,
             structured_outputs=structured,

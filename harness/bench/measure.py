@@ -21,7 +21,7 @@ from harness.bench.workload import (
     paper_request,
     parse_paper_answer,
 )
-from harness.config import RoleConfig
+from harness.config import RoleConfig, VerifyConfig
 from harness.prompts import PROMPTS_DIR
 from harness.types import ChatRequest, Completion, Prompt
 from harness.verifier import Job, verify
@@ -55,9 +55,10 @@ def measure_layout(
                 for answer in parse_paper_answer(completion.text, _ids(job)).values()
             ]
         else:
+            settings = VerifyConfig(mode=layout, logprobs=logprobs)
             found = {
                 (v.candidate_id, v.criterion_id): v.met
-                for v in verify(role, jobs, layout, PROMPTS_DIR, logprobs)
+                for v in verify(role, jobs, settings, PROMPTS_DIR)
             }
             met = [found.get((job.candidate.id, cid)) for job in jobs for cid in _ids(job)]
     return {
@@ -108,11 +109,11 @@ def token_prompts(engine: Engine, calls: Sequence[tuple[ChatRequest, Completion]
     ]
 
 
-def _common(request: ChatRequest) -> dict[str, Any]:
+def _common(request: ChatRequest, model: str) -> dict[str, Any]:
     return {
         "temperature": request.sampling.temperature,
         "top_p": request.sampling.top_p,
-        "seed": request.effective_seed,
+        "seed": request.effective_seed(model),
     }
 
 
@@ -128,7 +129,7 @@ def raw_run(
     from vllm.inputs import TokensPrompt
 
     ids = prompts if prompts is not None else token_prompts(engine, calls)
-    params = _raw_params(calls, lengths)
+    params = _raw_params(calls, lengths, engine.config.model)
     with engine.meter() as reading:
         outputs = engine.llm.generate(
             [TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False
@@ -146,7 +147,7 @@ def raw_run(
 
 
 def _raw_params(
-    calls: Sequence[tuple[ChatRequest, Completion]], lengths: Sequence[int] | None
+    calls: Sequence[tuple[ChatRequest, Completion]], lengths: Sequence[int] | None, model: str
 ) -> list:
     """vLLM sampling parameters of each call: its own grammar and max_tokens, or (with
     `lengths`) exactly that many output tokens and no grammar."""
@@ -156,14 +157,14 @@ def _raw_params(
     if lengths is None:
         return [
             SamplingParams(
-                **_common(r),
+                **_common(r, model),
                 max_tokens=r.sampling.max_tokens,
                 structured_outputs=StructuredOutputsParams(json=r.json_schema),
             )
             for r, _ in calls
         ]
     return [
-        SamplingParams(**_common(r), max_tokens=n, min_tokens=n, ignore_eos=True)
+        SamplingParams(**_common(r, model), max_tokens=n, min_tokens=n, ignore_eos=True)
         for (r, _), n in zip(calls, lengths)
     ]
 
@@ -306,7 +307,7 @@ def measure_transformers(
                 return_tensors="pt",
                 return_dict=True,
             )
-            torch.manual_seed(request.effective_seed)
+            torch.manual_seed(request.effective_seed(backend.config.model))
             sample = request.sampling.temperature > 0
             started = time.perf_counter()
             with torch.no_grad():
