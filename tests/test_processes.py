@@ -229,7 +229,16 @@ def test_engine_processes_started_shielded_do_not_get_ctrl_c():
         process.join()
 
 
-def test_an_interrupt_while_the_engine_starts_stops_its_processes():
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here, as in a terminal: a runner that starts the tests
+    in the background (a CI job, `cmd &`) has them ignore SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_while_the_engine_starts_stops_its_processes(ctrl_c_raises):
     from harness.backends.vllm_engine import start_shielded
 
     started: list = []
