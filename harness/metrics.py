@@ -303,6 +303,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.corrcoef(average_ranks(xs), average_ranks(ys))[0, 1])
 
 
+def scored_only(scores: Mapping[str, float | None]) -> dict[str, float]:
+    """The candidates the reference could score: an unscored one has no order to agree with."""
+    return {candidate: score for candidate, score in scores.items() if score is not None}
+
+
 def tail_candidates(scores: Mapping[str, float], tail_quantile: float) -> list[str]:
     """The top max(2, ceil(q * n)) candidates by score, ties broken by candidate id."""
     # Rounding first keeps e.g. 0.3 * 10 = 3.0000000000000004 from becoming 4.
@@ -321,20 +326,21 @@ def ordered_the_same(
 
 
 def pairwise_accuracy(
-    reference_scores: Mapping[str, Mapping[str, float]],
+    reference_scores: Mapping[str, Mapping[str, float | None]],
     predicted_scores: Mapping[str, Mapping[str, float | None]],
     tail_quantile: float | None = None,
 ) -> dict[str, int | float | None]:
     """Share of within-prompt pairs the prediction orders like the reference.
 
-    Pairs the reference ties are skipped; a predicted tie or an unscored (None or missing)
-    candidate counts as wrong. With `tail_quantile` only pairs among each prompt's top
-    candidates by reference score are used.
+    Pairs the reference ties or cannot score are skipped; a predicted tie or an unscored (None
+    or missing) candidate counts as wrong. With `tail_quantile` only pairs among each prompt's
+    top candidates by reference score are used.
     """
     if tail_quantile is not None and not 0.0 < tail_quantile <= 1.0:
         raise ValueError(f"tail_quantile must be in (0, 1], got {tail_quantile}")
     num_pairs = num_correct = 0
-    for prompt_id, reference in reference_scores.items():
+    for prompt_id, with_unscored in reference_scores.items():
+        reference = scored_only(with_unscored)
         predicted = predicted_scores.get(prompt_id, {})
         candidates = sorted(reference)
         if tail_quantile is not None:
@@ -351,12 +357,13 @@ def pairwise_accuracy(
 
 
 def within_prompt_spearman(
-    reference_scores: Mapping[str, Mapping[str, float]],
+    reference_scores: Mapping[str, Mapping[str, float | None]],
     predicted_scores: Mapping[str, Mapping[str, float | None]],
 ) -> float | None:
     """Mean over prompts of the Spearman correlation on that prompt's scored candidates."""
     correlations = []
-    for prompt_id, reference in reference_scores.items():
+    for prompt_id, with_unscored in reference_scores.items():
+        reference = scored_only(with_unscored)
         predicted = predicted_scores.get(prompt_id, {})
         scored = [c for c in sorted(reference) if predicted.get(c) is not None]
         correlation = spearman([reference[c] for c in scored], [predicted[c] for c in scored])

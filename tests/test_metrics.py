@@ -284,6 +284,20 @@ def test_pairwise_accuracy_counts_predicted_ties_and_unscored_as_wrong():
     assert pairwise_accuracy({"p": {"x": 1.0, "y": 1.0}}, {}) == {"n_pairs": 0, "accuracy": None}
 
 
+def test_candidates_the_reference_left_unscored_leave_every_ranking_metric():
+    # The reference could not score "u": no pair with it counts, in the tail or overall.
+    reference = {"p": {"a": 3.0, "u": None, "b": 2.0, "c": 1.0}}
+    predicted = {"p": {"a": 0.9, "u": 0.1, "b": 0.5, "c": 0.7}}
+    # Top 2 of the 3 scored: (a, b), ordered right. Overall: (a,b) right, (a,c) right, (b,c)
+    # wrong. Spearman on a, b, c: ranks (3, 2, 1) against (3, 1, 2).
+    assert pairwise_accuracy(reference, predicted, tail_quantile=0.5) == {
+        "n_pairs": 1,
+        "accuracy": 1.0,
+    }
+    assert pairwise_accuracy(reference, predicted)["n_pairs"] == 3
+    assert within_prompt_spearman(reference, predicted) == pytest.approx(0.5)
+
+
 def test_pairwise_accuracy_tail_breaks_boundary_ties_by_candidate_id():
     # Top 2 of 4: x, then y over z (same reference score, "y" < "z"). Only (x, y) is used,
     # and the prediction orders it wrong; choosing z instead would score 1.0.
