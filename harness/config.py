@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.jsonl import InputError, read_text
-from harness.models.manifest import PROJECT_ROOT
 from harness.profile_yaml import ConfigError, compose, construct, key_lines, kind_of
+from harness.project import PROJECT_ROOT
 from harness.types import Sampling
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "default.yaml"
