@@ -25,7 +25,6 @@ measures SmolLM2-135M; `--smoke` runs every code path on the tiny model.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +73,7 @@ from harness.bench.workload import (
     workload_fingerprint,
 )
 from harness.config import ConfigError, HarnessConfig, RoleConfig
-from harness.jsonl import write_atomic
+from harness.jsonl import write_json
 from harness.machine import machine_info
 
 __all__ = [
@@ -155,8 +154,8 @@ def run_bench(
     config: HarnessConfig, out_dir: Path, smoke: bool = False, console: Any = None
 ) -> dict[str, Any]:
     """Run every measurement, write `out_dir/bench.json` atomically and return its content."""
+    from harness.console import console as default_console
     from harness.datasets import load_prompts
-    from harness.roles import console as default_console
 
     console = console or default_console
     started = time.perf_counter()
@@ -257,7 +256,7 @@ def run_bench(
     result["goals"] = compute_goals(result)
     result["workload"]["seconds"] = round(time.perf_counter() - started, 1)
     ordered = {key: result[key] for key in BENCH_KEYS}
-    write_atomic(out_dir / "bench.json", [json.dumps(ordered, indent=2)])
+    write_json(out_dir / "bench.json", ordered)
     return ordered
 
 
