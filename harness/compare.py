@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import HarnessConfig, RoleConfig
-from harness.jsonl import InputError, read_lines, read_records, write_atomic, write_records
+from harness.jsonl import InputError, read_lines, read_records, write_json, write_records
 from harness.machine import nvidia_smi
 from harness.metrics import (
     agreement,
@@ -318,7 +318,7 @@ def compare_verifiers(
         "tail_quantile": config.compare.tail_quantile,
         "off_topic_per_prompt": config.compare.off_topic_per_prompt,
     }
-    write_atomic(folder / "metrics.json", [json.dumps(summary, indent=2)])
+    write_json(folder / "metrics.json", summary)
     return summary
 
 
@@ -379,5 +379,5 @@ def _measured(
         if config.eval.stop_idle_engines:
             pool.release(verifier)  # the next size gets the memory to itself
     write_records(verdicts_path, verdicts)
-    write_atomic(measure_path, [json.dumps(asdict(measurement), indent=2)])
+    write_json(measure_path, asdict(measurement))
     return verdicts, measurement

@@ -17,8 +17,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.jsonl import InputError, read_text
-from harness.models.manifest import PROJECT_ROOT
 from harness.profile_yaml import ConfigError, compose, construct, key_lines, kind_of
+from harness.project import PROJECT_ROOT
 from harness.role_config import ROLE_NAMES, BackendName, RoleConfig, Roles, StrictModel
 from harness.stage_config import (
     CompareConfig,

@@ -103,6 +103,11 @@ def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, value
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every object of a JSONL file; none when the file is not there (a stage not run)."""
+    return [row for _, row in read_lines(path)] if path.is_file() else []
+
+
 def validation_message(path: Path, line: int, exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
@@ -143,6 +148,11 @@ def check_writable(path: Path) -> None:
         raise _naming(exc, path) from exc
     os.close(fd)
     os.unlink(tmp)
+
+
+def write_json(path: Path, value: Any, sort_keys: bool = False) -> None:
+    """`value` as indented JSON (two spaces, one closing newline), whole or not at all."""
+    write_atomic(path, [json.dumps(value, indent=2, sort_keys=sort_keys)])
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:

@@ -20,10 +20,20 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from harness.config import JudgeConfig
+from harness.jsonl import write_records
 from harness.metrics import JudgedPair, Preference, summarise_pairs
 from harness.prompts import render
 from harness.roles import Role
-from harness.types import Candidate, ChatRequest, Completion, Prompt, Record, json_schema_of
+from harness.rollouts import roll_out
+from harness.types import (
+    Adapter,
+    Candidate,
+    ChatRequest,
+    Completion,
+    Prompt,
+    Record,
+    json_schema_of,
+)
 
 
 class Judgement(Record):
@@ -152,3 +162,20 @@ def summarise(
         for j in judgements
     ]
     return summarise_pairs(pairs, settings.disagreement, settings.bootstrap, seed)
+
+
+def sample_side(
+    role: Role,
+    prompts: Sequence[Prompt],
+    num_samples: int,
+    adapter: Adapter | None,
+    label: str,
+    folder: Path,
+) -> list[Candidate]:
+    """One side of a comparison: the policy's responses with `adapter` (None: the base),
+    saved as FOLDER/LABEL.jsonl, and what it could not produce as FOLDER/LABEL.skipped.jsonl."""
+    candidates, skips = roll_out(role, prompts, num_samples, adapter, label)
+    write_records(folder / f"{label}.jsonl", candidates)
+    if skips:
+        write_records(folder / f"{label}.skipped.jsonl", skips)
+    return candidates

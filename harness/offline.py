@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from urllib.parse import urlparse
 
-from harness.models.manifest import PROJECT_ROOT
+from harness.project import PROJECT_ROOT
 
 NO_TELEMETRY = {
     "VLLM_NO_USAGE_STATS": "1",

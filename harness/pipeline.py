@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.backends.base import BackendGone
 from harness.config import HarnessConfig
-from harness.datasets import load_candidates, load_prompts, load_rubrics
+from harness.datasets import export_rubric_dataset, load_candidates, load_prompts, load_rubrics
 from harness.jsonl import read_records, write_records
 from harness.prompts import PROMPTS_DIR
 from harness.proposer import propose
@@ -31,11 +31,9 @@ from harness.refiner import IterationStats, RefineRoles, refine
 from harness.reward import rewards
 from harness.roles import RolePool
 from harness.rollouts import order_pool, roll_out
-from harness.runstate import RunState, Skip, fingerprint
-from harness.types import Prompt, Rubric, latest_versions
+from harness.runstate import RunPaths, RunState, fingerprint
+from harness.types import Prompt, Rubric, Skip, latest_versions
 from harness.verifier import Job, check_unscored, latest_rubric_jobs, met_by_candidate, verify
-
-STAGES = ("prompts", "rollouts", "propose", "refine", "verify")
 
 
 @dataclass
@@ -46,45 +44,54 @@ class StageResult:
     seconds: float = 0.0
 
 
-class Run:
-    """A run folder, its stage state, and the roles its stages share."""
+class Run(RunPaths):
+    """A run folder (its files named by `RunPaths`), its stage state, and the roles its stages
+    share."""
 
     def __init__(self, config: HarnessConfig, pool: RolePool) -> None:
+        super().__init__(config.run_dir)
         self.config = config
-        self.dir = config.run_dir
         self.state = RunState(self.dir)
         self.pool = pool
         custom = config.prompts_dir
         self.templates = config.project_path(custom) if custom else PROMPTS_DIR
 
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
     def template_files(self) -> list[Path]:
         return sorted(self.templates.glob("*.j2"))
 
     def prompts(self) -> list[Prompt]:
-        return read_records(self.path("prompts.jsonl"), Prompt)
+        return read_records(self.prompts_path, Prompt)
 
     def rubrics(self) -> list[Rubric]:
-        return load_rubrics(self.path("rubrics.jsonl"))
+        return load_rubrics(self.rubrics_path)
 
     def latest_rubrics(self) -> dict[str, Rubric]:
         return latest_versions(self.rubrics())
 
+    def judge_prompts(self) -> list[Prompt]:
+        """`judge.prompts` (held out), else the run's prompts, else the profile's data."""
+        settings, config = self.config.judge, self.config
+        if settings.prompts:
+            prompts = load_prompts(config.project_path(settings.prompts))
+        elif self.prompts_path.is_file():
+            prompts = self.prompts()
+        else:
+            prompts = load_prompts(config.project_path(config.data.prompts))
+        return prompts[: settings.max_prompts]
+
     def record_skips(self, stage: str, skips: list[Skip]) -> None:
         """Replace this stage's lines in skipped.jsonl (so reruns never double them)."""
-        path = self.path("skipped.jsonl")
+        path = self.skipped_path
         kept = [s for s in (read_records(path, Skip) if path.exists() else []) if s.stage != stage]
         write_records(path, kept + skips)
 
 
 def run_stage(
-    run: Run, stage: str, inputs: list[Any], outputs: list[str], body: Callable[[], dict[str, Any]]
+    run: Run, stage: str, inputs: list[Any], outputs: list[Path], body: Callable[[], dict[str, Any]]
 ) -> StageResult:
     """Run `body` unless the stage is already done with these inputs."""
     stage_fingerprint = fingerprint(stage, *inputs)
-    if run.state.is_done(stage, stage_fingerprint, [run.path(o) for o in outputs]):
+    if run.state.is_done(stage, stage_fingerprint, outputs):
         return StageResult(stage, reused=True, counts=run.state.counts(stage))
     started, calls_before = time.perf_counter(), run.pool.cache_counts()
     try:
@@ -103,10 +110,10 @@ def stage_prompts(run: Run) -> StageResult:
 
     def body() -> dict[str, Any]:
         prompts = load_prompts(source)[: run.config.data.max_prompts]
-        write_records(run.path("prompts.jsonl"), prompts)
+        write_records(run.prompts_path, prompts)
         return {"prompts": len(prompts)}
 
-    return run_stage(run, "prompts", [source, run.config.data], ["prompts.jsonl"], body)
+    return run_stage(run, "prompts", [source, run.config.data], [run.prompts_path], body)
 
 
 def stage_rollouts(run: Run) -> StageResult:
@@ -119,12 +126,12 @@ def stage_rollouts(run: Run) -> StageResult:
                                      run.config.rollouts.num_samples)  # fmt: skip
             candidates += found
             skips += missed
-        write_records(run.path("candidates.jsonl"), order_pool(candidates, prompts, models))
+        write_records(run.candidates_path, order_pool(candidates, prompts, models))
         run.record_skips("rollouts", skips)
         return {"candidates": len(candidates), "skipped": len(skips)}
 
-    inputs = [run.path("prompts.jsonl"), run.config.rollouts, [m.model_dump() for m in models]]
-    return run_stage(run, "rollouts", inputs, ["candidates.jsonl"], body)
+    inputs = [run.prompts_path, run.config.rollouts, [m.model_dump() for m in models]]
+    return run_stage(run, "rollouts", inputs, [run.candidates_path], body)
 
 
 def stage_propose(run: Run) -> StageResult:
@@ -133,13 +140,13 @@ def stage_propose(run: Run) -> StageResult:
     def body() -> dict[str, Any]:
         rubrics, skips = propose(run.pool.role("proposer", proposer), run.prompts(),
                                  run.config.propose, run.templates)  # fmt: skip
-        write_records(run.path("rubrics.jsonl"), rubrics)
+        write_records(run.rubrics_path, rubrics)
         run.record_skips("propose", skips)
         return {"rubrics": len(rubrics), "skipped": len(skips),
                 "criteria": sum(len(r.criteria) for r in rubrics)}  # fmt: skip
 
-    inputs = [run.path("prompts.jsonl"), proposer, run.config.propose, *run.template_files()]
-    return run_stage(run, "propose", inputs, ["rubrics.jsonl"], body)
+    inputs = [run.prompts_path, proposer, run.config.propose, *run.template_files()]
+    return run_stage(run, "propose", inputs, [run.rubrics_path], body)
 
 
 def stage_refine(run: Run) -> StageResult:
@@ -147,30 +154,30 @@ def stage_refine(run: Run) -> StageResult:
     verifier = run.config.verifier(run.config.refine.verifier)
     settings = [proposer, verifier, run.config.refine, run.config.verify, run.config.propose]
     # rubrics.jsonl is rewritten by this stage, so only its version-0 lines are an input.
-    inputs = [run.path("candidates.jsonl"), _initial_rubrics_key(run), *settings,
+    inputs = [run.candidates_path, _initial_rubrics_key(run), *settings,
               *run.template_files()]  # fmt: skip
 
     def body() -> dict[str, Any]:
         initial = [r for r in run.rubrics() if r.version == 0]
         if not initial or run.config.refine.iterations == 0:
-            write_records(run.path("refine.jsonl"), [])
+            write_records(run.refine_stats_path, [])
             return {"iterations": 0, "new_rubrics": 0, "skipped": 0}
         roles = RefineRoles(run.pool.role("proposer", proposer),
                             run.pool.role("verifier", verifier))  # fmt: skip
-        checkpoints = run.path("refine") / fingerprint(*inputs)
-        state = refine(roles, run.prompts(), load_candidates(run.path("candidates.jsonl")),
+        checkpoints = run.refine_dir / fingerprint(*inputs)
+        state = refine(roles, run.prompts(), load_candidates(run.candidates_path),
                        initial, run.config, run.templates, checkpoints)  # fmt: skip
-        write_records(run.path("rubrics.jsonl"), initial + state.new_rubrics)
-        write_records(run.path("refine.jsonl"), state.stats)
+        write_records(run.rubrics_path, initial + state.new_rubrics)
+        write_records(run.refine_stats_path, state.stats)
         run.record_skips("refine", state.skips)
         return {"iterations": state.iteration, "new_rubrics": len(state.new_rubrics),
                 "skipped": len(state.skips)}  # fmt: skip
 
-    return run_stage(run, "refine", inputs, ["rubrics.jsonl", "refine.jsonl"], body)
+    return run_stage(run, "refine", inputs, [run.rubrics_path, run.refine_stats_path], body)
 
 
 def _initial_rubrics_key(run: Run) -> list[Any]:
-    path = run.path("rubrics.jsonl")
+    path = run.rubrics_path
     if not path.exists():
         return []
     return [r.model_dump(mode="json") for r in load_rubrics(path) if r.version == 0]
@@ -180,21 +187,21 @@ def stage_verify(run: Run) -> StageResult:
     verifier = run.config.verifier()
 
     def body() -> dict[str, Any]:
-        jobs = latest_rubric_jobs(run.prompts(), load_candidates(run.path("candidates.jsonl")),
+        jobs = latest_rubric_jobs(run.prompts(), load_candidates(run.candidates_path),
                                   run.latest_rubrics())  # fmt: skip
         verdicts = verify(run.pool.role("verifier", verifier), jobs, run.config.verify,
                           run.templates)  # fmt: skip
-        write_records(run.path("verdicts.jsonl"), verdicts)
+        write_records(run.verdicts_path, verdicts)
         rows = reward_rows(jobs, verdicts, run.config)
-        write_records(run.path("rewards.jsonl"), rows)
+        write_records(run.rewards_path, rows)
         unscored = sum(v.met is None for v in verdicts)
         check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
                 "unscored_rewards": sum(r["reward"] is None for r in rows)}  # fmt: skip
 
-    inputs = [run.path("candidates.jsonl"), run.path("rubrics.jsonl"), verifier,
+    inputs = [run.candidates_path, run.rubrics_path, verifier,
               run.config.verify, *run.template_files()]  # fmt: skip
-    return run_stage(run, "verify", inputs, ["verdicts.jsonl", "rewards.jsonl"], body)
+    return run_stage(run, "verify", inputs, [run.verdicts_path, run.rewards_path], body)
 
 
 def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[dict[str, Any]]:
@@ -211,39 +218,14 @@ def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[
     return rows
 
 
-STAGE_FUNCTIONS = {
-    "prompts": stage_prompts,
-    "rollouts": stage_rollouts,
-    "propose": stage_propose,
-    "refine": stage_refine,
-    "verify": stage_verify,
-}
-
-
-STAGE_ROLES: dict[str, Callable[[HarnessConfig], object]] = {
-    "rollouts": lambda c: c.rollout_models(),
-    "propose": lambda c: c.roles.get("proposer"),
-    "refine": lambda c: (c.roles.get("proposer"), c.verifier(c.refine.verifier)),
-    "verify": lambda c: c.verifier(),
-}
-
-
-def check_roles(config: HarnessConfig, stages: tuple[str, ...] = STAGES) -> None:
-    """Raise the ConfigError a stage would raise for a role missing from the profile, before
-    the stages before it start their engines."""
-    for stage in stages:
-        if stage in STAGE_ROLES:
-            STAGE_ROLES[stage](config)
-
-
-def run_stages(config: HarnessConfig, last: str) -> list[StageResult]:
-    """Run every stage up to `last` in pipeline order; finished ones are reused."""
-    from harness.roles import run_context
-
-    with RolePool(run_context(config)) as pool:
-        run = Run(config, pool)
-        return [STAGE_FUNCTIONS[s](run) for s in STAGES[: STAGES.index(last) + 1]]
-
-
 def refine_stats(run_dir: Path) -> list[IterationStats]:
-    return read_records(run_dir / "refine.jsonl", IterationStats)
+    return read_records(RunPaths(run_dir).refine_stats_path, IterationStats)
+
+
+def export_rubrics(run_dir: Path, output_path: Path) -> int:
+    """The run's latest rubrics in the paper authors' published dataset schema; the count."""
+    paths = RunPaths(run_dir)
+    prompts = read_records(paths.prompts_path, Prompt)
+    rubrics = load_rubrics(paths.rubrics_path)
+    with_rubric = {r.prompt_id for r in rubrics}
+    return export_rubric_dataset(output_path, [p for p in prompts if p.id in with_rubric], rubrics)

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from harness.models.manifest import PROJECT_ROOT
+from harness.project import PROJECT_ROOT
 from harness.types import ChatMessage
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts"

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from harness.config import ProposeConfig
 from harness.prompts import render
 from harness.roles import Role
-from harness.runstate import Skip
 from harness.types import (
     Candidate,
     ChatRequest,
@@ -29,6 +28,7 @@ from harness.types import (
     Prompt,
     Rubric,
     RubricChange,
+    Skip,
     json_schema_of,
 )
 

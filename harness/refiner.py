@@ -28,8 +28,7 @@ from harness.jsonl import write_atomic, write_records
 from harness.proposer import Refinement, rewrite
 from harness.reward import CandidateRewards, rewards
 from harness.roles import Role
-from harness.runstate import Skip
-from harness.types import Candidate, Prompt, Record, Rubric, Verdict
+from harness.types import Candidate, Prompt, Record, Rubric, Skip, Verdict
 from harness.verifier import Job, check_unscored, verify
 
 

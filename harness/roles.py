@@ -15,23 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from harness.backends import Backend, RunContext, capabilities_of, create_backend
 from harness.backends.cache import CachedBackend, CompletionCache
 from harness.config import HarnessConfig, RoleConfig
+from harness.console import progress_bar
 from harness.types import ChatRequest, Completion, failed_completion
 
 BACKOFF_S = 0.5
-console = Console(stderr=True)
 
 
 @dataclass
@@ -109,18 +99,6 @@ def _backoff(attempt: int, failed: list[Completion | None]) -> None:
     """Wait before a retry only when requests failed outright (a server, a rate limit)."""
     if any(c is not None and c.finish_reason == "error" for c in failed):
         time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def run_context(config: HarnessConfig) -> RunContext:

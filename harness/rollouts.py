@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from harness.config import RoleConfig
 from harness.roles import Role
-from harness.runstate import Skip
-from harness.types import Adapter, Candidate, ChatRequest, Prompt
+from harness.types import Adapter, Candidate, ChatRequest, Prompt, Skip
 
 
 def candidate_id(prompt_id: str, model: str, sample_index: int) -> str:

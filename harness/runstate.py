@@ -2,7 +2,8 @@
 
 A stage is done when its outputs were written (atomically) and `stages.json` records the
 fingerprint of the inputs and settings it ran with. Rerunning a finished stage with the same
-fingerprint does nothing; a changed input or setting makes it run again.
+fingerprint does nothing; a changed input or setting makes it run again. `RunPaths` names
+every file of a run folder once: the stages, the report and the CLI all find them there.
 """
 
 from __future__ import annotations
@@ -14,17 +15,40 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.jsonl import InputError, read_text, write_atomic
-from harness.types import Record
+from harness.jsonl import InputError, read_text, write_json
 
 
-class Skip(Record):
-    """An item a stage could not produce, and why (recorded, never silently dropped)."""
+class RunPaths:
+    """The files and folders of a run folder (`runs_dir/run_name`), by what they hold."""
 
-    stage: str
-    prompt_id: str
-    item_id: str | None = None
-    reason: str
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.config_path = run_dir / "config.yaml"
+        self.stages_path = run_dir / "stages.json"
+        self.prompts_path = run_dir / "prompts.jsonl"
+        self.candidates_path = run_dir / "candidates.jsonl"
+        self.rubrics_path = run_dir / "rubrics.jsonl"  # every version, with lineage
+        self.refine_stats_path = run_dir / "refine.jsonl"
+        self.refine_dir = run_dir / "refine"  # checkpoints of an unfinished refinement
+        self.verdicts_path = run_dir / "verdicts.jsonl"
+        self.rewards_path = run_dir / "rewards.jsonl"
+        self.skipped_path = run_dir / "skipped.jsonl"
+        self.compare_dir = run_dir / "compare"
+        self.compare_metrics_path = self.compare_dir / "metrics.json"
+        self.train_dir = run_dir / "train"
+        self.train_summary_path = self.train_dir / "summary.json"
+        self.train_rewards_path = self.train_dir / "rewards.jsonl"
+        self.train_reward_plot_path = self.train_dir / "reward.png"
+        self.adapter_dir = self.train_dir / "adapter"
+        self.judge_dir = run_dir / "judge"
+        self.judge_summary_path = self.judge_dir / "summary.json"
+        self.judgements_path = self.judge_dir / "judgements.jsonl"
+        self.overoptimization_path = run_dir / "overoptimization.json"
+        self.theory_path = run_dir / "theory.json"
+        self.plots_dir = run_dir / "plots"
+        self.summary_path = run_dir / "summary.json"
+        self.report_markdown_path = run_dir / "report.md"
+        self.report_html_path = run_dir / "report.html"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -43,7 +67,7 @@ def fingerprint(*parts: Any) -> str:
 
 class RunState:
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "stages.json"
+        self.path = RunPaths(run_dir).stages_path
 
     def _load(self) -> dict[str, Any]:
         if not self.path.is_file():
@@ -75,7 +99,7 @@ class RunState:
     def mark_done(self, stage: str, stage_fingerprint: str, counts: dict[str, Any]) -> None:
         state = self._load()
         state[stage] = {"fingerprint": stage_fingerprint, **counts}
-        write_atomic(self.path, [json.dumps(state, indent=2, sort_keys=True)])
+        write_json(self.path, state, sort_keys=True)
 
     def counts(self, stage: str) -> dict[str, Any]:
         entry = self._load().get(stage, {})

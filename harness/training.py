@@ -39,6 +39,7 @@ from harness.config import ConfigError, HarnessConfig, RoleConfig
 from harness.jsonl import InputError, read_records, read_text, write_atomic
 from harness.roles import Role
 from harness.rubric_reward import RubricReward
+from harness.runstate import RunPaths
 from harness.types import Prompt, Rubric, latest_versions
 
 BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's change
@@ -57,8 +58,9 @@ def training_data(config: HarnessConfig) -> TrainingData:
 
     source = config.train.rubrics
     if source is None:
-        prompts = read_records(config.run_dir / "prompts.jsonl", Prompt)
-        rubrics = load_rubrics(config.run_dir / "rubrics.jsonl")
+        run_paths = RunPaths(config.run_dir)
+        prompts = read_records(run_paths.prompts_path, Prompt)
+        rubrics = load_rubrics(run_paths.rubrics_path)
     else:
         path = config.project_path(source)
         first = read_text(path).lstrip()[:2000]
@@ -117,14 +119,15 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
     """Train the policy's LoRA adapter with GRPO; resumes from the last checkpoint.
     `verifier_role`: an already started verifier to share (as `harness eval` does)."""
     from harness.models.manifest import resolve_model
-    from harness.pipeline import PROMPTS_DIR
+    from harness.prompts import PROMPTS_DIR
     from harness.roles import run_context
 
     data = training_data(config)
     policy_path = resolve_model(config.roles.get("policy").model, offline=config.offline)
     if config.train.generation == "vllm" and (refusal := vllm_generation_refusal(policy_path)):
         raise ConfigError(refusal)  # before any engine, server or trainer starts
-    train_dir = config.run_dir / "train"
+    run_paths = RunPaths(config.run_dir)
+    train_dir = run_paths.train_dir
     train_dir.mkdir(parents=True, exist_ok=True)
     templates = config.project_path(config.prompts_dir) if config.prompts_dir else PROMPTS_DIR
     context = run_context(config)
@@ -133,7 +136,7 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
     verifier_config = config.verifier(config.train.verifier)
     with served_verifier(verifier_config, context, shared=verifier_role is not None) as verifier:
         reward = RubricReward(data.prompts, data.rubrics, verifier, context, config.verify,
-                              templates, train_dir / "rewards.jsonl")  # fmt: skip
+                              templates, run_paths.train_rewards_path)  # fmt: skip
         if verifier_role is not None:
             reward.use_role(verifier_role)
         trainer = _trainer(config, policy_path, data, reward, train_dir)

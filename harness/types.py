@@ -217,3 +217,12 @@ class Verdict(Record):
     p_yes: float | None = None
     verifier: str
     unscored_reason: str | None = None
+
+
+class Skip(Record):
+    """An item a stage could not produce, and why (recorded, never silently dropped)."""
+
+    stage: str
+    prompt_id: str
+    item_id: str | None = None
+    reason: str

@@ -21,7 +21,7 @@ from harness.backends.cache import CachedBackend, CompletionCache
 from harness.backends.openai_api import GONE_AFTER, OpenAIBackend
 from harness.backends.scripted import synthetic_replies
 from harness.config import RoleConfig, load_config
-from harness.pipeline import run_stages
+from harness.evaluation import run_through
 from harness.roles import Role
 from harness.types import ChatMessage, ChatRequest
 from harness.verifier import UnscoredShareError
@@ -155,11 +155,11 @@ def test_a_verifier_that_is_gone_stops_the_stage_and_the_rerun_finishes(tmp_path
     profile = write_profile(tmp_path, openai_verifier(port))
     config = load_config(profile)
     with pytest.raises(BackendGone, match="refine stopped, not marked done: role 'verifier'"):
-        run_stages(config, "verify")
+        run_through(config, "verify")
     assert done_stages(config.run_dir) == ["prompts", "propose", "rollouts"]
     assert (config.run_dir / "candidates.jsonl").is_file()
     with FakeOpenAIServer(port=port):
-        results = run_stages(config, "verify")
+        results = run_through(config, "verify")
     assert [r.reused for r in results] == [True, True, True, False, False]
     assert done_stages(config.run_dir) == ["prompts", "propose", "refine", "rollouts", "verify"]
     verdicts = [json.loads(line) for line in (config.run_dir / "verdicts.jsonl").open()]
@@ -200,7 +200,7 @@ def test_too_many_unscored_verdicts_leave_the_stage_unfinished(tmp_path):
     assert "verify" not in done_stages(run_dir)
     assert (run_dir / "verdicts.jsonl").is_file()  # kept to look at
     config = load_config(profile, ["verify.max_unscored_share=1.0"])
-    [*_, verify] = run_stages(config, "verify")
+    [*_, verify] = run_through(config, "verify")
     assert not verify.reused and verify.counts["unscored"] == verify.counts["verdicts"]
 
 
@@ -208,7 +208,7 @@ def test_refine_does_not_rewrite_rubrics_from_unscored_verdicts(tmp_path):
     profile = write_profile(tmp_path, "{backend: scripted, model: v, replies: []}")
     config = load_config(profile)
     with pytest.raises(UnscoredShareError, match=r"refine iteration 1: .* unscored"):
-        run_stages(config, "verify")
+        run_through(config, "verify")
     assert done_stages(config.run_dir) == ["prompts", "propose", "rollouts"]
     rubrics = [json.loads(line) for line in (config.run_dir / "rubrics.jsonl").open()]
     assert {r["version"] for r in rubrics} == {0}
@@ -226,10 +226,10 @@ def test_the_rerun_asks_again_for_unscored_verdicts_and_never_caches_errors(tmp_
                                 iterations=0)  # fmt: skip
         config = load_config(profile)
         with pytest.raises(UnscoredShareError):
-            run_stages(config, "verify")
+            run_through(config, "verify")
         assert _cached_rows(config.run_dir / "cache" / "completions.sqlite") == 0
         asked = len(server.requests)
         answers["valid"] = True
-        [*_, verify] = run_stages(config, "verify")
+        [*_, verify] = run_through(config, "verify")
     assert verify.counts["unscored"] == 0
     assert len(server.requests) == asked + 9  # each of the 9 candidates asked once more

@@ -8,8 +8,8 @@ import pytest
 
 from harness.backends.scripted import ScriptedBackend
 from harness.config import JudgeConfig
-from harness.evaluation import overoptimized_steps
 from harness.judge import answer_schema, judge_pairs, pair_up, summarise
+from harness.overoptimization import overoptimized_steps
 from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
 from harness.types import Candidate, ChatRequest, Prompt

@@ -25,7 +25,6 @@ measures SmolLM2-135M; `--smoke` runs every code path on the tiny model.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ from harness.bench.workload import (
     workload_fingerprint,
 )
 from harness.config import ConfigError, HarnessConfig, RoleConfig
-from harness.jsonl import write_atomic
+from harness.jsonl import write_json
 from harness.machine import machine_info
 from harness.types import Prompt
 from harness.verifier import Job
@@ -179,8 +178,8 @@ def run_bench(
     config: HarnessConfig, out_dir: Path, smoke: bool = False, console: Any = None
 ) -> dict[str, Any]:
     """Run every measurement, write `out_dir/bench.json` atomically and return its content."""
+    from harness.console import console as default_console
     from harness.datasets import load_prompts
-    from harness.roles import console as default_console
 
     started = time.perf_counter()
     machine = machine_info()
@@ -209,7 +208,7 @@ def run_bench(
     result["goals"] = compute_goals(result)
     result["workload"]["seconds"] = round(bench.elapsed(), 1)
     ordered = {key: result[key] for key in BENCH_KEYS}
-    write_atomic(out_dir / "bench.json", [json.dumps(ordered, indent=2)])
+    write_json(out_dir / "bench.json", ordered)
     return ordered
 
 

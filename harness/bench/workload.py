@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.config import RoleConfig
-from harness.models.manifest import PROJECT_ROOT
+from harness.project import PROJECT_ROOT
 from harness.types import (
     Candidate,
     ChatMessage,

@@ -10,11 +10,11 @@ through unchanged (for the backend to download or for a remote endpoint to serve
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("HARNESS_HOME") or Path(__file__).resolve().parents[2])
+from harness.project import PROJECT_ROOT
+
 MANIFEST_PATH = PROJECT_ROOT / "models" / "manifest.yaml"
 WEIGHTS_DIR = PROJECT_ROOT / "models" / "weights"
 

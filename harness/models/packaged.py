@@ -21,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.models.gguf import GGUFImportError, ImportResult, file_sha256, import_gguf
-from harness.models.manifest import PROJECT_ROOT, WEIGHTS_DIR, ManifestEntry, load_manifest
+from harness.models.manifest import WEIGHTS_DIR, ManifestEntry, load_manifest
+from harness.project import PROJECT_ROOT
 
 LOCK_PATH = PROJECT_ROOT / "requirements" / "models.lock"
 

@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.models.manifest import PROJECT_ROOT, WEIGHTS_DIR
+from harness.models.manifest import WEIGHTS_DIR
+from harness.project import PROJECT_ROOT
 
 CORPUS_PATH = PROJECT_ROOT / "models" / "tiny" / "corpus.txt"
 VOCAB_SIZE = 1024

@@ -10,8 +10,9 @@ Both documents are rendered from one list of sections, so they always say the sa
 the same order. A section whose stage was switched off says "stage off", one with no results
 says "not run"; a value that could not be scored reads "unscored", never 0 and never "None".
 
-Modules: format (values as text), tables (content model and tables), sections (the content
-in reading order), render (Markdown, HTML), plots (matplotlib), terminal (rich).
+Modules: summary (summary.json from the run folder's files), format (values as text), tables
+(content model and tables), sections (the content in reading order), render (Markdown, HTML),
+plots (matplotlib), terminal (rich).
 
     harness report runs/demo
 """
@@ -71,6 +72,7 @@ from harness.report.tables import (
     verifier_speed_table,
 )
 from harness.report.terminal import print_summary, rich_table
+from harness.runstate import RunPaths
 
 __all__ = [
     "AGREEMENT_METRICS",
@@ -132,10 +134,11 @@ def write_report(run_dir: Path, summary: dict) -> dict[str, Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     plots = {**(summary.get("plots") or {}), **make_plots(run_dir, summary)}
     summary = {**summary, "plots": plots}
+    run_paths = RunPaths(run_dir)
     paths = {
-        "summary": run_dir / "summary.json",
-        "markdown": run_dir / "report.md",
-        "html": run_dir / "report.html",
+        "summary": run_paths.summary_path,
+        "markdown": run_paths.report_markdown_path,
+        "html": run_paths.report_html_path,
     }
     text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     sections = build_sections(summary)

@@ -1,11 +1,15 @@
-"""The terminal view: the run at a glance and one rich table per stage."""
+"""The terminal view: the run at a glance and one rich table per stage, and the tables the
+single commands print when they end."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from harness.report.format import fmt_metric
 from harness.report.render import document_meta, document_title
 from harness.report.sections import glance_items
 from harness.report.tables import (
@@ -17,7 +21,9 @@ from harness.report.tables import (
     theory_table,
     train_table,
     unscored_table,
+    verifier_agreement_table,
     verifier_compact_table,
+    verifier_speed_table,
 )
 
 
@@ -54,3 +60,110 @@ def rich_table(title: str, table: Table) -> RichTable:
     for row in table.rows:
         out.add_row(*(Text(cell) for cell in row))
     return out
+
+
+# ------------------------------------------------- what the single commands print as they end
+
+
+def stage_results_table(results: list) -> RichTable:
+    """The stages one command ran or reused, with their counts."""
+    table = RichTable("stage", "status", "counts", "seconds", title="rubric pipeline")
+    for result in results:
+        counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if k != "seconds")
+        status = "reused" if result.reused else "ran"
+        table.add_row(result.stage, status, counts, f"{result.seconds:.1f}")
+    return table
+
+
+def refine_iterations_table(stats: list) -> RichTable:
+    """One row per Refinement-through-Differentiation iteration (`IterationStats`)."""
+    table = RichTable("iteration", "prompts", "refined", "failed", "tied before",
+                      "separated after", "criteria (mean)", "unscored",
+                      title="refinement-through-differentiation")  # fmt: skip
+    for s in stats:
+        table.add_row(*map(str, (s.iteration, s.num_prompts, s.num_refined, s.num_failed,
+                                 s.tied_before, s.separated_after, s.num_criteria_mean,
+                                 s.num_unscored_verdicts)))  # fmt: skip
+    return table
+
+
+def generate_table(result: Any, role_name: str) -> RichTable:
+    """Requests, tokens and speed of `harness generate` (a `GenerateResult`)."""
+    table = RichTable("requests", "failed", "in tok", "out tok", "s", "req/s", "out tok/s",
+                      "cached", title=f"generate: {role_name}")  # fmt: skip
+    seconds = max(result.seconds, 1e-9)
+    table.add_row(
+        str(result.num_requests),
+        str(result.num_failed),
+        str(result.prompt_tokens),
+        str(result.completion_tokens),
+        f"{result.seconds:.1f}",
+        f"{result.num_requests / seconds:.1f}",
+        f"{result.completion_tokens / seconds:.0f}",
+        str(result.cache_hits),
+    )
+    return table
+
+
+def training_table(result: Any) -> RichTable:
+    """Steps, rewards, weights and the step split of `harness train` (a `TrainResult`)."""
+    split = result.step_split
+    table = RichTable("", "", title="LoRA GRPO", show_header=False)
+    for name, value in (
+        ("steps", str(result.steps)),
+        ("reward, first step", fmt_metric(result.reward_first)),
+        ("reward, last step", fmt_metric(result.reward_last)),
+        ("adapter weights changed", str(result.adapter_weights_changed)),
+        ("base weights unchanged", str(result.base_weights_unchanged)),
+        ("seconds per step", f"{split['step_s']:.2f}"),
+        ("  generation / reward / update", f"{split['generation_s']:.2f} / "
+         f"{split['reward_s']:.2f} / {split['update_s']:.2f}"),
+        ("verifier share of a step", f"{split['verifier_share']:.0%}"),
+        ("peak memory (MB)", f"{result.peak_memory_mb:.0f}"),
+    ):  # fmt: skip
+        table.add_row(name, value)
+    return table
+
+
+def print_verifier_comparison(metrics: dict, console: Console) -> None:
+    """compare/metrics.json: agreement with the reference, cost, and the off-topic probe."""
+    console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
+    console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
+    console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
+    if metrics.get("off_topic_per_prompt"):
+        console.print(
+            f"off-topic acc: own response preferred over another prompt's under the same rubric "
+            f"({metrics['off_topic_per_prompt']} per prompt; 0.5 = random)"
+        )
+
+
+def tiny_models_table(rows: list[dict]) -> RichTable:
+    table = RichTable("model", "parameters", "path", title="tiny models")
+    for row in rows:
+        table.add_row(row["name"], f"{row['num_params']:,}", row["path"])
+    return table
+
+
+def models_table(rows: list[tuple[str, str, float | None, str, str, str]]) -> RichTable:
+    """(name, roles, parameters in billions or None for a tiny model, license, source,
+    where it is here) per known model."""
+    table = RichTable("model", "roles", "params", "license", "source", "local", title="models")
+    for name, roles, billions, license_name, source, local in rows:
+        table.add_row(name, roles, _params(billions), license_name, source, local)
+    return table
+
+
+def _params(billions: float | None) -> str:
+    if billions is None:
+        return "tiny"
+    return f"{billions * 1000:.4g}M" if billions < 1 else f"{billions:g}B"
+
+
+def imports_table(results: list) -> RichTable:
+    """Model folders imported from GGUF files (`ImportResult`s)."""
+    table = RichTable("model", "architecture", "GGUF type", "parameters", "path", "",
+                      title="imported")  # fmt: skip
+    for r in results:
+        table.add_row(r.name, r.architecture, r.file_type, f"{r.num_params:,}", str(r.path),
+                      "up to date" if r.reused else "imported")  # fmt: skip
+    return table

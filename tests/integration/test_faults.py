@@ -29,7 +29,7 @@ import pytest
 
 from harness.backends.base import Backend, BackendGone, RunContext
 from harness.config import RoleConfig
-from harness.pipeline import STAGES
+from harness.stages import RUBRIC_STAGES
 
 from ..conftest import verdict_requests
 from ..fakes import ProxyListener
@@ -113,7 +113,7 @@ def kill_at_random_point(profile: Path, run_dir: Path, rng: random.Random,
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     done = done_stages(run_dir)
-    return next((s for s in STAGES if s not in done), "after verify")
+    return next((s.name for s in RUBRIC_STAGES if s.name not in done), "after verify")
 
 
 def test_sigkills_at_random_points_resume_to_identical_records(tmp_path):

@@ -1,0 +1,103 @@
+"""summary.json: what the report says, gathered from the files of a run folder (and the stage
+results of the command that just ran, if any). No model is called; `harness report RUN_DIR`
+rebuilds it from the folder alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.config import HarnessConfig
+from harness.jsonl import read_json, read_rows
+from harness.runstate import RunPaths
+from harness.stages import STAGES
+
+
+def build_summary(
+    config: HarnessConfig, profile: str, results: list | None = None
+) -> dict[str, Any]:
+    """summary.json from the run folder's files (and this invocation's stage results)."""
+    paths = RunPaths(config.run_dir)
+    stages_done = _json(paths.stages_path) or {}
+    compare = _json(paths.compare_metrics_path)
+    judge = _json(paths.judge_summary_path)
+    train = _json(paths.train_summary_path)
+    theory = _json(paths.theory_path)
+    plots = dict((theory or {}).pop("plots", {}))
+    if paths.train_reward_plot_path.is_file():
+        plots["train_reward"] = paths.train_reward_plot_path.relative_to(paths.dir).as_posix()
+    return {
+        "run": _run_facts(config, profile),
+        "stages": _stage_rows(config, stages_done, results),
+        "unscored": _unscored(stages_done, compare, train, judge),
+        "refine": read_rows(paths.refine_stats_path),
+        "verifiers": compare["verifiers"] if compare else None,
+        "reference": compare["reference"] if compare else None,
+        "pairwise": judge,
+        "train": train,
+        "overoptimization": _json(paths.overoptimization_path),
+        "theory": theory,
+        "plots": plots,
+    }
+
+
+def _json(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+def _stage_rows(
+    config: HarnessConfig, done: dict[str, Any], results: list | None
+) -> list[dict[str, Any]]:
+    """One row per stage of the pipeline, in order: off, skipped, reused, ran or not run."""
+    this_time = {r.stage: r for r in results or []}
+    return [
+        _stage_row(s.name, s.switched_on(config), done.get(s.name), this_time.get(s.name))
+        for s in STAGES
+    ]
+
+
+def _stage_row(stage: str, switched_on: bool, entry: Any, result: Any) -> dict[str, Any]:
+    if not switched_on:
+        return {"stage": stage, "status": "off", "seconds": 0.0, "counts": {}}
+    if result is not None and not entry:  # returned without running (nothing to do)
+        return {"stage": stage, "status": "skipped", "seconds": 0.0, "counts": dict(result.counts)}
+    if entry:
+        counts = {k: v for k, v in entry.items() if k not in ("fingerprint", "seconds")}
+        reused = result is not None and result.reused
+        return {"stage": stage, "status": "reused" if reused else "ran",
+                "seconds": entry.get("seconds", 0.0), "counts": counts}  # fmt: skip
+    return {"stage": stage, "status": "not run", "seconds": 0.0, "counts": {}}
+
+
+def _unscored(done: dict[str, Any], compare: Any, train: Any, judge: Any) -> dict[str, Any]:
+    def count(stage: str, key: str) -> int | None:
+        return done.get(stage, {}).get(key)
+
+    return {
+        "rollouts": count("rollouts", "skipped"),
+        "propose": count("propose", "skipped"),
+        "refine": count("refine", "skipped"),
+        "verify": count("verify", "unscored"),
+        "compare": {r["label"]: r["num_unscored"] for r in compare["verifiers"]}
+        if compare
+        else None,
+        "train": train["unscored_rewards"] if train else None,
+        "judge": judge["unscored"] if judge else None,
+    }
+
+
+def _run_facts(config: HarnessConfig, profile: str) -> dict[str, Any]:
+    import datetime
+    import importlib.metadata
+
+    from harness.machine import machine_info
+
+    return {
+        "name": config.run_name,
+        "dir": str(config.run_dir),
+        "profile": profile,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "harness_version": importlib.metadata.version("harness"),
+        "machine": machine_info(),
+    }

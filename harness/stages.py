@@ -1,0 +1,243 @@
+"""The one list of stages, in the order they run: what each runs, the roles it calls, and
+whether the profile's `eval:` section switches it. `harness eval`, the single-stage commands,
+the role check before any engine starts, the engines kept up per stage and the report's stage
+table all read this list.
+
+    prompts -> rollouts -> propose -> refine -> verify      (harness.pipeline)
+    -> compare    every verifier size on the same verification set (harness.compare)
+    -> train      a few LoRA GRPO steps with the rubric reward (harness.training)
+    -> judge      trained policy vs base policy, both orders (harness.judge)
+    -> overoptimization  reward and win rate per training checkpoint (harness.overoptimization)
+    -> theory     Theorem 1 and Fig. 2 of the paper (harness.theory)
+
+This module also holds the run-folder side of compare, train, judge and theory: which inputs
+make each rerun, and where each writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends import capabilities_of
+from harness.compare import compare_verifiers
+from harness.config import HarnessConfig, RoleConfig
+from harness.datasets import load_candidates
+from harness.jsonl import read_rows, write_json, write_records
+from harness.judge import Judgement, judge_pairs, pair_up, sample_side, summarise
+from harness.overoptimization import stage_overoptimization
+from harness.pipeline import (
+    Run,
+    StageResult,
+    run_stage,
+    stage_prompts,
+    stage_propose,
+    stage_refine,
+    stage_rollouts,
+    stage_verify,
+)
+from harness.policy import adapter_rank, final_adapter, policy_role_config
+from harness.roles import Role
+from harness.runstate import fingerprint
+from harness.types import Candidate, Prompt
+from harness.verifier import Job, latest_rubric_jobs
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Run], StageResult]
+    roles: Callable[[HarnessConfig], list[RoleConfig]]  # a missing role raises ConfigError
+    switchable: bool = False  # switched on and off in the profile's `eval:` section
+
+    def switched_on(self, config: HarnessConfig) -> bool:
+        return not self.switchable or getattr(config.eval, self.name)
+
+
+def verification_jobs(run: Run) -> list[Job]:
+    """Every candidate of the run against its prompt's latest rubric."""
+    candidates = load_candidates(run.candidates_path)
+    return latest_rubric_jobs(run.prompts(), candidates, run.latest_rubrics())
+
+
+def stage_compare(run: Run) -> StageResult:
+    config = run.config
+    labels = [config.project_path(config.compare.labels)] if config.compare.labels else []
+    inputs = [
+        run.candidates_path,
+        run.rubrics_path,
+        [v.model_dump() for v in config.roles.verifier],
+        config.verify,
+        config.compare,
+        config.refine.pair,
+        *labels,
+        *run.template_files(),
+    ]
+
+    def body() -> dict[str, Any]:
+        summary = compare_verifiers(
+            run.pool,
+            verification_jobs(run),
+            config,
+            run.templates,
+            run.compare_dir,
+            fingerprint("compare", *inputs),
+        )
+        return {
+            "verifiers": len(summary["verifiers"]),
+            "requests": sum(r["num_requests"] for r in summary["verifiers"]),
+            "verdicts": sum(r["num_verdicts"] for r in summary["verifiers"]),
+            "unscored": sum(r["num_unscored"] for r in summary["verifiers"]),
+        }
+
+    return run_stage(run, "compare", inputs, [run.compare_metrics_path], body)
+
+
+def stage_train(run: Run) -> StageResult:
+    from harness.training import train
+
+    config = run.config
+    verifier = config.verifier(config.train.verifier)
+    rubrics = [config.project_path(config.train.rubrics)] if config.train.rubrics else []
+    inputs = [
+        run.prompts_path,
+        run.rubrics_path,
+        *rubrics,
+        config.train,
+        config.roles.get("policy"),
+        verifier,
+        config.verify,
+        *run.template_files(),
+    ]
+
+    def body() -> dict[str, Any]:
+        _start_fresh_unless_resuming(run.train_dir, fingerprint("train", *inputs))
+        own_server = capabilities_of(verifier).serves_endpoint  # started by the training run
+        shared = None if own_server else run.pool.role("verifier", verifier)
+        result = train(config, verifier_role=shared)
+        summary = {
+            "steps": result.steps,
+            "reward_first": result.reward_first,
+            "reward_last": result.reward_last,
+            "peak_memory_mb": result.peak_memory_mb,
+            "adapter_weights_changed": result.adapter_weights_changed,
+            "base_weights_unchanged": result.base_weights_unchanged,
+            "step_split": result.step_split,
+            "resumed_from": result.resumed_from,
+            "unscored_rewards": sum(r["num_unscored"] for r in read_rows(run.train_rewards_path)),
+        }
+        write_json(run.train_summary_path, summary)
+        return {"steps": result.steps, "unscored": summary["unscored_rewards"]}
+
+    return run_stage(run, "train", inputs, [run.train_summary_path, run.adapter_dir], body)
+
+
+def _start_fresh_unless_resuming(train_dir: Path, stage_fingerprint: str) -> None:
+    """Checkpoints of a training run with other inputs must not be resumed from."""
+    marker = train_dir / "inputs.fingerprint"
+    if marker.is_file() and marker.read_text().strip() != stage_fingerprint:
+        shutil.rmtree(train_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(stage_fingerprint)
+
+
+def stage_judge(run: Run) -> StageResult:
+    """The trained policy against the base policy, on the judge prompts."""
+    config = run.config
+    adapter = final_adapter(run.train_dir)
+    if adapter is None:
+        return StageResult("judge", reused=False, counts={"skipped": "no trained adapter"})
+    policy = policy_role_config(config, adapter_rank(run.train_dir, config.train.lora_r))
+    prompts = run.judge_prompts()
+    judge_config = config.roles.get("judge")
+    inputs = [[p.model_dump() for p in prompts], adapter, policy, judge_config, config.judge,
+              *run.template_files()]  # fmt: skip
+
+    def body() -> dict[str, Any]:
+        role, samples = run.pool.role("policy", policy), config.judge.samples
+        base = sample_side(role, prompts, samples, None, "base", run.judge_dir)
+        trained = sample_side(role, prompts, samples, adapter, "trained", run.judge_dir)
+        judgements, summary = judge_sides(run, run.pool.role("judge", judge_config), prompts,
+                                          pair_up(trained, base), ("trained", "base"))  # fmt: skip
+        return {"pairs": len(judgements), "unscored": summary["unscored"]}
+
+    return run_stage(run, "judge", inputs, [run.judge_summary_path, run.judgements_path], body)
+
+
+def judge_sides(
+    run: Run,
+    judge: Role,
+    prompts: list[Prompt],
+    pairs: list[tuple[Candidate, Candidate]],
+    names: tuple[str, str],
+    folder: Path | None = None,
+) -> tuple[list[Judgement], dict[str, Any]]:
+    """Judge every pair in both orders; write the judgements and the summary (win rate of
+    side `names[0]` over `names[1]`) into `folder` (default: the run's judge folder)."""
+    folder = folder or run.judge_dir
+    judgements = judge_pairs(judge, prompts, pairs, run.config.judge, run.templates)
+    write_records(folder / run.judgements_path.name, judgements)
+    summary = {"a": names[0], "b": names[1], "judge": judge.config.label,
+               **summarise(judgements, run.config.judge)}  # fmt: skip
+    write_json(folder / run.judge_summary_path.name, summary)
+    return judgements, summary
+
+
+def stage_theory(run: Run) -> StageResult:
+    from harness.theory import plot_theory, theory_summary
+
+    def body() -> dict[str, Any]:
+        summary = theory_summary()
+        plots = plot_theory(run.plots_dir)
+        summary["plots"] = {f"theory_{k}": str(p.relative_to(run.dir)) for k, p in plots.items()}
+        write_json(run.theory_path, summary)
+        return {"kl_points": len(summary["kl_table"])}
+
+    source = Path(__file__).with_name("theory.py")
+    return run_stage(run, "theory", [source], [run.theory_path], body)
+
+
+def _train_verifier(config: HarnessConfig) -> list[RoleConfig]:
+    return [config.verifier(config.train.verifier)] if config.roles.verifier else []
+
+
+def _judging(config: HarnessConfig) -> list[RoleConfig]:
+    both = config.roles.judge and config.roles.policy
+    return [config.roles.judge, policy_role_config(config)] if both else []
+
+
+STAGES = (
+    Stage("prompts", stage_prompts, lambda c: []),
+    Stage("rollouts", stage_rollouts, lambda c: list(c.rollout_models())),
+    Stage("propose", stage_propose, lambda c: [c.roles.get("proposer")]),
+    Stage("refine", stage_refine,
+          lambda c: [c.roles.get("proposer"), c.verifier(c.refine.verifier)]),
+    Stage("verify", stage_verify, lambda c: [c.verifier()]),
+    # compare starts and stops each verifier in turn
+    Stage("compare", stage_compare, lambda c: [], switchable=True),
+    Stage("train", stage_train, _train_verifier, switchable=True),
+    Stage("judge", stage_judge, _judging, switchable=True),
+    Stage("overoptimization", stage_overoptimization,
+          lambda c: _judging(c) + _train_verifier(c), switchable=True),
+    Stage("theory", stage_theory, lambda c: [], switchable=True),
+)  # fmt: skip
+RUBRIC_STAGES = tuple(s for s in STAGES if not s.switchable)  # always run, never switched off
+
+
+def stage_named(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
+
+
+def stages_through(last: str) -> tuple[Stage, ...]:
+    """Every stage up to and including `last`, in order."""
+    return STAGES[: STAGES.index(stage_named(last)) + 1]
+
+
+def check_roles(config: HarnessConfig, stages: Sequence[Stage] = RUBRIC_STAGES) -> None:
+    """Raise the ConfigError a stage would raise for a role missing from the profile, before
+    the stages before it start their engines."""
+    for stage in stages:
+        stage.roles(config)
