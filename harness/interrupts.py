@@ -72,6 +72,10 @@ def stop_on_signals(argv: list[str] | None = None) -> Iterator[None]:
 
 
 def _stop(signum: int, argv: list[str]) -> None:
+    # Deaf for good: the interpreter's shutdown resets Python-level handlers to the default,
+    # under which a late signal (a second Ctrl-C) would kill the process instead of exit 130.
+    for other in SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
     name = signal.Signals(signum).name
     click.echo(
         f"interrupted ({name}): engines and servers stopped; resume with: {resume_command(argv)}",

@@ -82,6 +82,15 @@ def test_further_signals_while_stopping_are_ignored(capsys):
     assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.default_int_handler)
 
 
+def test_once_the_exit_is_decided_no_signal_can_kill_the_process(capsys):
+    """The interpreter's shutdown resets Python handlers to the default: a late Ctrl-C would
+    end the process by SIGINT (exit -2) instead of 130, unless the signals are ignored."""
+    with pytest.raises(SystemExit), stop_on_signals(ARGV):
+        interrupt_self(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
 def test_without_a_signal_errors_pass_and_handlers_are_restored():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(ValueError), stop_on_signals(ARGV):
