@@ -30,7 +30,7 @@ def records(folder: Path) -> dict[str, Any]:
         if not path.is_file() or SKIPPED_FOLDERS & set(relative.parts[:-1]):
             continue
         if path.suffix == ".jsonl":
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8").split("\n")
             found[str(relative)] = [stable(json.loads(line)) for line in lines if line.strip()]
         elif path.suffix == ".json":
             found[str(relative)] = stable(json.loads(path.read_text(encoding="utf-8")))

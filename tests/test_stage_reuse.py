@@ -100,7 +100,7 @@ def stage_files(folder: Path) -> dict[str, bytes]:
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def test_train_with_a_vllm_server_verifier(tiny_models, tmp_path):
