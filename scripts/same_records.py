@@ -19,7 +19,7 @@ from typing import Any
 SKIPPED_FOLDERS = {"cache", "logs", "checkpoints", "adapter", "plots"}
 VOLATILE_KEY = re.compile(
     r"(seconds|_s|per_s|latency.*|peak_memory.*|created|dir|machine|startup.*|harness_version"
-    r"|step_split|train_runtime|train_samples_per_second|train_steps_per_second)$"
+    r"|step_split|step_time|train_runtime|train_samples_per_second|train_steps_per_second)$"
 )
 
 
