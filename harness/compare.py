@@ -319,7 +319,7 @@ def compare_verifiers(
         tail_quantile=config.compare.tail_quantile,
         off_topic_per_prompt=config.compare.off_topic_per_prompt,
     )
-    write_json(folder / "metrics.json", summary.to_json())
+    write_json(folder / "metrics.json", summary.as_record())
     return summary
 
 

@@ -64,7 +64,7 @@ def stage_overoptimization(run: Run) -> StageResult:
         flagged = overoptimized_steps(rows)
         record = Overoptimization(checkpoints=rows, flagged=bool(flagged), flagged_steps=flagged,
                                   note=_flag_note(flagged))  # fmt: skip
-        write_json(run.overoptimization_path, record.to_json())
+        write_json(run.overoptimization_path, record.as_record())
         return {"checkpoints": len(checkpoints), "flagged": len(flagged)}
 
     return run_stage(run, "overoptimization", inputs, [run.overoptimization_path], body)

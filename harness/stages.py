@@ -131,7 +131,7 @@ def stage_train(run: Run) -> StageResult:
             resumed_from=result.resumed_from,
             unscored_rewards=sum(r["num_unscored"] for r in read_rows(run.train_rewards_path)),
         )
-        write_json(run.train_summary_path, summary.to_json())
+        write_json(run.train_summary_path, summary.as_record())
         return {"steps": result.steps, "unscored": summary.unscored_rewards}
 
     return run_stage(run, "train", inputs, [run.train_summary_path, run.adapter_dir], body)
@@ -184,8 +184,8 @@ def judge_sides(
     write_records(folder / run.judgements_path.name, judgements)
     outcome = summarise(judgements, run.config.judge)
     summary = PairwiseSummary(a=names[0], b=names[1], judge=judge.config.label,
-                              **outcome.to_json())  # fmt: skip
-    write_json(folder / run.judge_summary_path.name, summary.to_json())
+                              **outcome.as_record())  # fmt: skip
+    write_json(folder / run.judge_summary_path.name, summary.as_record())
     return judgements, summary
 
 
@@ -197,7 +197,7 @@ def stage_theory(run: Run) -> StageResult:
         plots = plot_theory(run.plots_dir)
         table["plots"] = {f"theory_{k}": str(p.relative_to(run.dir)) for k, p in plots.items()}
         summary = Theory.model_validate(table)
-        write_json(run.theory_path, summary.to_json())
+        write_json(run.theory_path, summary.as_record())
         return {"kl_points": len(summary.kl_table)}
 
     source = Path(__file__).with_name("theory.py")

@@ -33,7 +33,7 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    def to_json(self) -> dict[str, Any]:
+    def as_record(self) -> dict[str, Any]:
         """The record as written: its own keys only, extra keys kept."""
         return self.model_dump(exclude_unset=True, by_alias=True)
 
@@ -251,8 +251,8 @@ class Summary(Record):
     theory: Theory | None = None
     plots: dict[str, str] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": self.schema_version, **super().to_json()}
+    def as_record(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, **super().as_record()}
 
     def stage_status(self, stage: str) -> StageStatus | None:
         return next((s.status for s in self.stages if s.stage == stage), None)

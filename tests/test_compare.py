@@ -242,7 +242,7 @@ def test_a_verifier_that_reads_the_response_prefers_on_topic_and_a_constant_one_
     assert rows["constant"].off_topic_accuracy == 0.5
     assert rows["constant"].off_topic_ties == 24
     saved = json.loads((tmp_path / "compare" / "metrics.json").read_text())
-    assert saved == summary.to_json()
+    assert saved == summary.as_record()
     assert saved["verifiers"][1]["off_topic_accuracy"] == 0.5
     assert saved["off_topic_per_prompt"] == 4
     stored = read_records(tmp_path / "compare" / "keyword.verdicts.jsonl", Verdict)

@@ -278,7 +278,7 @@ def test_summary_json_round_trips_with_the_new_plots(full) -> None:
     assert saved["plots"]["pairwise"] == "plots/pairwise.png"
     assert saved["plots"]["train_reward"] == "train/reward.png"
     assert saved["schema_version"] == 1
-    assert saved == {**summary.to_json(), "plots": saved["plots"]}
+    assert saved == {**summary.as_record(), "plots": saved["plots"]}
     assert summary == original  # the caller's dict is left alone
     assert text_of(paths, "summary").startswith('{\n  "overoptimization"')  # sorted, pretty
     again = write_report(run_dir, load_summary(paths["summary"]))
@@ -422,7 +422,7 @@ def test_off_topic_accuracy_sits_beside_agreement(full, tmp_path: Path) -> None:
     assert "| off-topic pairs | off-topic unscored |" in markdown and "| 1,600 | 3 |" in markdown
     assert "0.5 is random" in markdown and ">off-topic acc</th>" in text_of(paths, "html")
     summary = full_summary(tmp_path)
-    before_probe = summary.verifiers[0].to_json()
+    before_probe = summary.verifiers[0].as_record()
     del before_probe["off_topic_accuracy"]  # a run from before the probe
     summary.verifiers[0] = VerifierRow.model_validate({**before_probe, "off_topic_unscored": 0})
     summary.verifiers[1].off_topic_accuracy = None  # every pair unscored

@@ -38,9 +38,8 @@ def test_a_newer_summary_is_refused_with_one_line_naming_it(tmp_path: Path) -> N
 def test_stage_records_keep_their_keys_through_the_models() -> None:
     """A record read and dumped is the same record: no key added, none dropped, 0 stays 0."""
     row = {"step": 0, "reward": 0.0, "win_rate": None, "ci95": None, "n": 0, "extra": [1]}
-    assert Checkpoint.model_validate(row).to_json() == row
+    assert Checkpoint.model_validate(row).as_record() == row
     theory = {"kl_table": [{"kl": 1, "Correct": 0.5}], "beta_0.1": {"kl": 2.0}}
-    assert Theory.model_validate(theory).to_json() == theory
-    assert json.dumps(TrainSummary.model_validate({"steps": 3, "peak_memory_mb": 0}).to_json()) == (
-        '{"steps": 3, "peak_memory_mb": 0}'
-    )
+    assert Theory.model_validate(theory).as_record() == theory
+    train = TrainSummary.model_validate({"steps": 3, "peak_memory_mb": 0})
+    assert json.dumps(train.as_record()) == '{"steps": 3, "peak_memory_mb": 0}'

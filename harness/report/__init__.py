@@ -141,7 +141,7 @@ def write_report(run_dir: Path, summary: Summary) -> dict[str, Path]:
         "markdown": run_paths.report_markdown_path,
         "html": run_paths.report_html_path,
     }
-    record = summary.to_json()
+    record = summary.as_record()
     text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     sections = build_sections(summary)
     write_bytes_atomic(paths["summary"], text.encode("utf-8"), mode=REPORT_MODE)
