@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
-from harness.jsonl import check_writable
+from harness.jsonl import check_writable, read_json
 from harness.models_cli import models
 from harness.runstate import RunPaths
 
@@ -210,13 +210,12 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     from harness.evaluation import run_through
     from harness.report.terminal import print_verifier_comparison
     from harness.stages import stages_through
-    from harness.summary_schema import CompareMetrics, read_record
+    from harness.summary_schema import CompareMetrics
 
     config = prepare_run(config_path, overrides, stages_through("compare"))
     show_stages(run_through(config, "compare"), config.run_dir)
-    metrics = read_record(RunPaths(config.run_dir).compare_metrics_path, CompareMetrics)
-    if metrics is not None:
-        print_verifier_comparison(metrics, console)
+    metrics = read_json(RunPaths(config.run_dir).compare_metrics_path)
+    print_verifier_comparison(CompareMetrics.model_validate(metrics), console)
 
 
 @main.command()
