@@ -21,6 +21,7 @@ from harness.runstate import RunPaths
 
 if TYPE_CHECKING:
     from harness.stages import Stage
+    from harness.summary_schema import Summary
 
 config_option = click.option(
     "--config",
@@ -209,10 +210,12 @@ def compare_verifiers_command(config_path: Path | None, overrides: tuple[str, ..
     from harness.evaluation import run_through
     from harness.report.terminal import print_verifier_comparison
     from harness.stages import stages_through
+    from harness.summary_schema import CompareMetrics
 
     config = prepare_run(config_path, overrides, stages_through("compare"))
     show_stages(run_through(config, "compare"), config.run_dir)
-    print_verifier_comparison(read_json(RunPaths(config.run_dir).compare_metrics_path), console)
+    metrics = read_json(RunPaths(config.run_dir).compare_metrics_path)
+    print_verifier_comparison(CompareMetrics.model_validate(metrics), console)
 
 
 @main.command()
@@ -237,6 +240,7 @@ def judge(
     from harness.console import console
     from harness.evaluation import judge_files, judge_trained_vs_base
     from harness.report import pairwise_table, rich_table
+    from harness.summary_schema import Summary
 
     config = prepare_run(config_path, overrides)
     if (side_a is None) != (side_b is None):
@@ -252,7 +256,7 @@ def judge(
         )
     if summary is None:
         raise click.ClickException(missing)
-    console.print(rich_table("pairwise judge", pairwise_table({"pairwise": summary})))
+    console.print(rich_table("pairwise judge", pairwise_table(Summary(pairwise=summary))))
 
 
 @main.command()
@@ -268,11 +272,12 @@ def theory(out_dir: Path) -> None:
     """The paper's Theorem 1 and Fig. 2: win rate against KL, closed form vs Monte Carlo."""
     from harness.console import console
     from harness.report import rich_table, theory_table
+    from harness.summary_schema import Summary, Theory
     from harness.theory import plot_theory, theory_summary
 
     check_writable(out_dir / "theory_fig2a.png")
-    summary = theory_summary()
-    console.print(rich_table("win rate against KL", theory_table({"theory": summary})))
+    summary = Summary(theory=Theory.model_validate(theory_summary()))
+    console.print(rich_table("win rate against KL", theory_table(summary)))
     for name, path in plot_theory(out_dir).items():
         console.print(f"{name}: {path}")
 
@@ -282,6 +287,7 @@ def theory(out_dir: Path) -> None:
 def report(run_dir: Path) -> None:
     """Write report.md, report.html and summary.json of a run folder (no model is called)."""
     from harness.report.summary import build_summary
+    from harness.summary_schema import load_summary
 
     paths = RunPaths(run_dir)
     saved = paths.config_path
@@ -290,12 +296,12 @@ def report(run_dir: Path) -> None:
     config = load_config(saved).model_copy(
         update={"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
     )
-    previous = paths.summary_path
-    profile = read_json(previous).get("run", {}).get("profile", "-") if previous.is_file() else "-"
-    _write_and_show_report(build_summary(config, profile), config)
+    previous = load_summary(paths.summary_path) if paths.summary_path.is_file() else None
+    profile = previous.run.profile if previous and previous.run else None
+    _write_and_show_report(build_summary(config, profile or "-"), config)
 
 
-def _write_and_show_report(summary: dict, config: HarnessConfig) -> None:
+def _write_and_show_report(summary: Summary, config: HarnessConfig) -> None:
     from harness.console import console
     from harness.report import print_summary, write_report
 

@@ -44,6 +44,7 @@ from harness.offtopic import off_topic_jobs, off_topic_row
 from harness.refiner import select_pair
 from harness.reward import PromptRewards, rewards
 from harness.roles import Role
+from harness.summary_schema import CompareMetrics, Reference, VerifierRow
 from harness.types import Candidate, Verdict
 from harness.verifier import Job, verify
 
@@ -294,7 +295,7 @@ def compare_verifiers(
     templates: Path,
     folder: Path,
     fingerprint: str,
-) -> dict[str, Any]:
+) -> CompareMetrics:
     """Measure every verifier on `jobs` and the off-topic probe's jobs (reusing finished ones;
     with `eval.stop_idle_engines`, one engine at a time), then score each against the
     reference, and on the probe. `pool` is the run's RolePool."""
@@ -312,13 +313,13 @@ def compare_verifiers(
         row = verifier_metrics(jobs, on_topic[label], reference, measurement, config)
         row |= probe_metrics(jobs, probe, verdicts, config)
         rows.append(row | {"reference": ref["kind"] == "verifier" and label == ref["label"]})
-    summary = {
-        "reference": ref,
-        "verifiers": rows,
-        "tail_quantile": config.compare.tail_quantile,
-        "off_topic_per_prompt": config.compare.off_topic_per_prompt,
-    }
-    write_json(folder / "metrics.json", summary)
+    summary = CompareMetrics(
+        reference=Reference.model_validate(ref),
+        verifiers=[VerifierRow.model_validate(row) for row in rows],
+        tail_quantile=config.compare.tail_quantile,
+        off_topic_per_prompt=config.compare.off_topic_per_prompt,
+    )
+    write_json(folder / "metrics.json", summary.as_record())
     return summary
 
 

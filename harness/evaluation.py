@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness.config import HarnessConfig
 from harness.datasets import load_candidates
-from harness.jsonl import read_json
 from harness.judge import pair_up
 from harness.pipeline import Run, StageResult
 from harness.roles import RolePool, run_context
 from harness.runstate import RunPaths
 from harness.stages import STAGES, Stage, judge_sides, stage_named, stages_through
+from harness.summary_schema import PairwiseSummary, read_record
 
 
 def run_stages(
@@ -51,15 +50,15 @@ def run_eval(config: HarnessConfig) -> list[StageResult]:
     return run_stages(config, stages, config.eval.stop_idle_engines)
 
 
-def judge_trained_vs_base(config: HarnessConfig) -> dict[str, Any] | None:
+def judge_trained_vs_base(config: HarnessConfig) -> PairwiseSummary | None:
     """The judge stage alone: its summary, or None when there is no trained adapter."""
     [result] = run_stages(config, [stage_named("judge")])
     if "skipped" in result.counts:
         return None
-    return read_json(RunPaths(config.run_dir).judge_summary_path)
+    return read_record(RunPaths(config.run_dir).judge_summary_path, PairwiseSummary)
 
 
-def judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> dict[str, Any] | None:
+def judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> PairwiseSummary | None:
     """Two candidate files judged against each other on the judge prompts, written into
     RUN_DIR/judge/A-vs-B/; None when they share no (prompt, sample) pair to judge."""
     with RolePool(run_context(config)) as pool:

@@ -25,6 +25,7 @@ from harness.metrics import JudgedPair, Preference, summarise_pairs
 from harness.prompts import render
 from harness.roles import Role
 from harness.rollouts import roll_out
+from harness.summary_schema import PairwiseSummary
 from harness.types import (
     Adapter,
     Candidate,
@@ -155,13 +156,15 @@ def _side(completion: Completion, shown_first: str) -> Preference | None:
 
 def summarise(
     judgements: Sequence[Judgement], settings: JudgeConfig, seed: int = 0
-) -> dict[str, Any]:
-    """Win rate of A over B with ties as half, CI, flips, lengths (see the module text)."""
+) -> PairwiseSummary:
+    """Win rate of A over B with ties as half, CI, flips, lengths (see the module text); the
+    sides and the judge are the caller's to name."""
     pairs = [
         JudgedPair(j.prompt_id, j.first_order, j.second_order, j.length_a, j.length_b)
         for j in judgements
     ]
-    return summarise_pairs(pairs, settings.disagreement, settings.bootstrap, seed)
+    outcome = summarise_pairs(pairs, settings.disagreement, settings.bootstrap, seed)
+    return PairwiseSummary.model_validate(outcome)
 
 
 def sample_side(

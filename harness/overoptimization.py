@@ -20,6 +20,7 @@ from harness.pipeline import Run, StageResult, run_stage
 from harness.policy import adapter_rank, checkpoint_adapters, policy_role_config
 from harness.reward import rewards
 from harness.roles import Role
+from harness.summary_schema import Checkpoint, Overoptimization, PairwiseSummary
 from harness.types import Adapter, Candidate, Prompt
 from harness.verifier import latest_rubric_jobs, verify
 
@@ -61,10 +62,9 @@ def stage_overoptimization(run: Run) -> StageResult:
         )
         rows = checkpoint_rows(run, roles, prompts, checkpoints)
         flagged = overoptimized_steps(rows)
-        write_json(run.overoptimization_path, {
-            "checkpoints": rows, "flagged": bool(flagged), "flagged_steps": flagged,
-            "note": _flag_note(flagged),
-        })  # fmt: skip
+        record = Overoptimization(checkpoints=rows, flagged=bool(flagged), flagged_steps=flagged,
+                                  note=_flag_note(flagged))  # fmt: skip
+        write_json(run.overoptimization_path, record.as_record())
         return {"checkpoints": len(checkpoints), "flagged": len(flagged)}
 
     return run_stage(run, "overoptimization", inputs, [run.overoptimization_path], body)
@@ -75,7 +75,7 @@ def checkpoint_rows(
     roles: CheckpointRoles,
     prompts: list[Prompt],
     checkpoints: list[tuple[int, Adapter]],
-) -> list[dict[str, Any]]:
+) -> list[Checkpoint]:
     """Step 0 (the base policy: its reward, no win rate), then every checkpoint's reward and
     win rate against the base."""
     samples = run.config.judge.samples
@@ -91,11 +91,11 @@ def checkpoint_rows(
     return rows
 
 
-def _row(step: int, reward: float | None, outcome: dict[str, Any] | None) -> dict[str, Any]:
+def _row(step: int, reward: float | None, outcome: PairwiseSummary | None) -> Checkpoint:
     if outcome is None:
-        return {"step": step, "reward": reward, "win_rate": None, "ci95": None, "n": 0}
-    return {"step": step, "reward": reward, "win_rate": outcome["win_rate"],
-            "ci95": outcome["ci95"], "n": outcome["n"]}  # fmt: skip
+        return Checkpoint(step=step, reward=reward, win_rate=None, ci95=None, n=0)
+    return Checkpoint(step=step, reward=reward, win_rate=outcome.win_rate, ci95=outcome.ci95,
+                      n=outcome.n)  # fmt: skip
 
 
 def _mean_reward(
@@ -108,18 +108,19 @@ def _mean_reward(
     return sum(scored) / len(scored) if scored else None
 
 
-def overoptimized_steps(rows: list[dict[str, Any]], drop: float = WIN_RATE_DROP) -> list[int]:
+def overoptimized_steps(rows: list[Checkpoint], drop: float = WIN_RATE_DROP) -> list[int]:
     """Checkpoints where the reward is above its value at the best-win-rate checkpoint so far
     while the win rate has fallen more than `drop` below that best: reward up, quality down."""
-    flagged, best = [], None
+    flagged: list[int] = []
+    best: tuple[float, float] | None = None  # (win rate, reward) of the best checkpoint so far
     for row in rows:
-        if row["win_rate"] is None or row["reward"] is None:
+        if row.win_rate is None or row.reward is None:
             continue
-        if best is None or row["win_rate"] >= best["win_rate"]:
-            best = row
+        if best is None or row.win_rate >= best[0]:
+            best = (row.win_rate, row.reward)
             continue
-        if row["reward"] > best["reward"] and row["win_rate"] < best["win_rate"] - drop:
-            flagged.append(row["step"])
+        if row.reward > best[1] and row.win_rate < best[0] - drop:
+            flagged.append(row.step)
     return flagged
 
 

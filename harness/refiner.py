@@ -76,7 +76,7 @@ class RefineState:
     stats: list[IterationStats] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
 
-    def to_json(self) -> str:
+    def as_record(self) -> str:
         return json.dumps({
             "iteration": self.iteration,
             "current": [r.model_dump(mode="json") for r in self.current.values()],
@@ -181,7 +181,7 @@ def _iterate(
         num_unscored_verdicts=sum(v.met is None for v in verdicts),
     ))  # fmt: skip
     state.iteration = iteration
-    write_atomic(folder / f"iteration-{iteration}.json", [state.to_json()])
+    write_atomic(folder / f"iteration-{iteration}.json", [state.as_record()])
 
 
 def _separated(

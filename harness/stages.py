@@ -42,6 +42,7 @@ from harness.pipeline import (
 from harness.policy import adapter_rank, final_adapter, policy_role_config
 from harness.roles import Role
 from harness.runstate import fingerprint
+from harness.summary_schema import PairwiseSummary, StepSplit, Theory, TrainSummary
 from harness.types import Candidate, Prompt
 from harness.verifier import Job, latest_rubric_jobs
 
@@ -78,7 +79,7 @@ def stage_compare(run: Run) -> StageResult:
     ]
 
     def body() -> dict[str, Any]:
-        summary = compare_verifiers(
+        metrics = compare_verifiers(
             run.pool,
             verification_jobs(run),
             config,
@@ -86,11 +87,12 @@ def stage_compare(run: Run) -> StageResult:
             run.compare_dir,
             fingerprint("compare", *inputs),
         )
+        rows = metrics.verifiers
         return {
-            "verifiers": len(summary["verifiers"]),
-            "requests": sum(r["num_requests"] for r in summary["verifiers"]),
-            "verdicts": sum(r["num_verdicts"] for r in summary["verifiers"]),
-            "unscored": sum(r["num_unscored"] for r in summary["verifiers"]),
+            "verifiers": len(rows),
+            "requests": sum(r.num_requests or 0 for r in rows),
+            "verdicts": sum(r.num_verdicts or 0 for r in rows),
+            "unscored": sum(r.num_unscored or 0 for r in rows),
         }
 
     return run_stage(run, "compare", inputs, [run.compare_metrics_path], body)
@@ -118,19 +120,19 @@ def stage_train(run: Run) -> StageResult:
         own_server = capabilities_of(verifier).serves_endpoint  # started by the training run
         shared = None if own_server else run.pool.role("verifier", verifier)
         result = train(config, verifier_role=shared)
-        summary = {
-            "steps": result.steps,
-            "reward_first": result.reward_first,
-            "reward_last": result.reward_last,
-            "peak_memory_mb": result.peak_memory_mb,
-            "adapter_weights_changed": result.adapter_weights_changed,
-            "base_weights_unchanged": result.base_weights_unchanged,
-            "step_split": result.step_split,
-            "resumed_from": result.resumed_from,
-            "unscored_rewards": sum(r["num_unscored"] for r in read_rows(run.train_rewards_path)),
-        }
-        write_json(run.train_summary_path, summary)
-        return {"steps": result.steps, "unscored": summary["unscored_rewards"]}
+        summary = TrainSummary(
+            steps=result.steps,
+            reward_first=result.reward_first,
+            reward_last=result.reward_last,
+            peak_memory_mb=result.peak_memory_mb,
+            adapter_weights_changed=result.adapter_weights_changed,
+            base_weights_unchanged=result.base_weights_unchanged,
+            step_split=StepSplit.model_validate(result.step_split),
+            resumed_from=result.resumed_from,
+            unscored_rewards=sum(r["num_unscored"] for r in read_rows(run.train_rewards_path)),
+        )
+        write_json(run.train_summary_path, summary.as_record())
+        return {"steps": result.steps, "unscored": summary.unscored_rewards}
 
     return run_stage(run, "train", inputs, [run.train_summary_path, run.adapter_dir], body)
 
@@ -162,7 +164,7 @@ def stage_judge(run: Run) -> StageResult:
         trained = sample_side(role, prompts, samples, adapter, "trained", run.judge_dir)
         judgements, summary = judge_sides(run, run.pool.role("judge", judge_config), prompts,
                                           pair_up(trained, base), ("trained", "base"))  # fmt: skip
-        return {"pairs": len(judgements), "unscored": summary["unscored"]}
+        return {"pairs": len(judgements), "unscored": summary.unscored}
 
     return run_stage(run, "judge", inputs, [run.judge_summary_path, run.judgements_path], body)
 
@@ -174,15 +176,16 @@ def judge_sides(
     pairs: list[tuple[Candidate, Candidate]],
     names: tuple[str, str],
     folder: Path | None = None,
-) -> tuple[list[Judgement], dict[str, Any]]:
+) -> tuple[list[Judgement], PairwiseSummary]:
     """Judge every pair in both orders; write the judgements and the summary (win rate of
     side `names[0]` over `names[1]`) into `folder` (default: the run's judge folder)."""
     folder = folder or run.judge_dir
     judgements = judge_pairs(judge, prompts, pairs, run.config.judge, run.templates)
     write_records(folder / run.judgements_path.name, judgements)
-    summary = {"a": names[0], "b": names[1], "judge": judge.config.label,
-               **summarise(judgements, run.config.judge)}  # fmt: skip
-    write_json(folder / run.judge_summary_path.name, summary)
+    outcome = summarise(judgements, run.config.judge)
+    summary = PairwiseSummary(a=names[0], b=names[1], judge=judge.config.label,
+                              **outcome.as_record())  # fmt: skip
+    write_json(folder / run.judge_summary_path.name, summary.as_record())
     return judgements, summary
 
 
@@ -190,11 +193,12 @@ def stage_theory(run: Run) -> StageResult:
     from harness.theory import plot_theory, theory_summary
 
     def body() -> dict[str, Any]:
-        summary = theory_summary()
+        table = theory_summary()
         plots = plot_theory(run.plots_dir)
-        summary["plots"] = {f"theory_{k}": str(p.relative_to(run.dir)) for k, p in plots.items()}
-        write_json(run.theory_path, summary)
-        return {"kl_points": len(summary["kl_table"])}
+        table["plots"] = {f"theory_{k}": str(p.relative_to(run.dir)) for k, p in plots.items()}
+        summary = Theory.model_validate(table)
+        write_json(run.theory_path, summary.as_record())
+        return {"kl_points": len(summary.kl_table)}
 
     source = Path(__file__).with_name("theory.py")
     return run_stage(run, "theory", [source], [run.theory_path], body)

@@ -132,6 +132,13 @@ def damaged_summary_for_report(tmp: Path) -> Case:
     return Case(["report", str(folder)], [f"{folder / 'summary.json'}:1: not valid JSON"])
 
 
+def newer_summary_for_report(tmp: Path) -> Case:
+    folder = run_dir(tmp)
+    (folder / "config.yaml").write_text(profile_text(tmp, good_prompts(tmp)))
+    (folder / "summary.json").write_text('{"schema_version": 2, "run": {"profile": "p"}}')
+    return Case(["report", str(folder)], [f"{folder / 'summary.json'}: summary schema_version 2"])
+
+
 def corrupt_cache(tmp: Path) -> Case:
     profile = write_profile(tmp)
     cache = run_dir(tmp) / "cache" / "completions.sqlite"
@@ -237,6 +244,7 @@ BAD_INPUTS: list[Callable[[Path], Case]] = [
     truncated_stages_json,
     stages_json_of_wrong_shape,
     damaged_summary_for_report,
+    newer_summary_for_report,
     corrupt_cache,
     malformed_set_value,
     bad_set_is_blamed_on_the_set,

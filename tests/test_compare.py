@@ -24,6 +24,7 @@ from harness.jsonl import InputError, read_records, write_records
 from harness.offtopic import off_topic_jobs
 from harness.prompts import PROMPTS_DIR
 from harness.roles import RolePool
+from harness.summary_schema import CompareMetrics, VerifierRow
 from harness.types import Candidate, Criterion, Prompt, Rubric, Verdict
 from harness.verifier import Job
 
@@ -197,21 +198,21 @@ def constant_verifier(name="constant") -> RoleConfig:
                       replies=['{"c1": "yes", "c2": "yes"}'])  # fmt: skip
 
 
-def run_compare(context, config: HarnessConfig, folder: Path) -> dict:
+def run_compare(context, config: HarnessConfig, folder: Path) -> CompareMetrics:
     return compare_with_backends(context, config, folder)[0]
 
 
 def compare_with_backends(
     context, config: HarnessConfig, folder: Path
-) -> tuple[dict, dict[str, ScriptedBackend]]:
+) -> tuple[CompareMetrics, dict[str, ScriptedBackend]]:
     """The comparison, and the backend of each verifier label (their calls recorded)."""
     with RolePool(context) as pool:
         backends = {v.label: pool.role("verifier", v).backend for v in config.roles.verifier}
         return compare_verifiers(pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f"), backends
 
 
-def rows_by_label(summary: dict) -> dict[str, dict]:
-    return {row["label"]: row for row in summary["verifiers"]}
+def rows_by_label(summary: CompareMetrics) -> dict[str, VerifierRow]:
+    return {row.label: row for row in summary.verifiers}
 
 
 def test_off_topic_jobs_are_stable_distinct_and_from_other_prompts():
@@ -236,12 +237,13 @@ def test_a_verifier_that_reads_the_response_prefers_on_topic_and_a_constant_one_
     summary = run_compare(context, config, tmp_path / "compare")
     rows = rows_by_label(summary)
     # 3 prompts x 2 own responses x 4 off-topic ones; the reference answer is on-topic
-    assert rows["keyword"]["reference"] and rows["keyword"]["off_topic_accuracy"] == 1.0
-    assert rows["keyword"]["off_topic_pairs"] == 24 and rows["keyword"]["off_topic_unscored"] == 0
-    assert rows["constant"]["off_topic_accuracy"] == 0.5
-    assert rows["constant"]["off_topic_ties"] == 24
+    assert rows["keyword"].reference and rows["keyword"].off_topic_accuracy == 1.0
+    assert rows["keyword"].off_topic_pairs == 24 and rows["keyword"].off_topic_unscored == 0
+    assert rows["constant"].off_topic_accuracy == 0.5
+    assert rows["constant"].off_topic_ties == 24
     saved = json.loads((tmp_path / "compare" / "metrics.json").read_text())
-    assert rows_by_label(saved)["constant"]["off_topic_accuracy"] == 0.5
+    assert saved == summary.as_record()
+    assert saved["verifiers"][1]["off_topic_accuracy"] == 0.5
     assert saved["off_topic_per_prompt"] == 4
     stored = read_records(tmp_path / "compare" / "keyword.verdicts.jsonl", Verdict)
     assert sum(v.candidate_id.startswith("offtopic:p1:") for v in stored) == 4 * 2
@@ -255,10 +257,12 @@ def test_off_topic_jobs_leave_the_agreement_metrics_alone(context, tmp_path: Pat
                           off_topic_per_prompt=0), tmp_path / "without")  # fmt: skip
     for label, row in rows_by_label(with_probe).items():
         plain = rows_by_label(without)[label]
-        assert {k: row[k] for k in AGREEMENT_KEYS} == {k: plain[k] for k in AGREEMENT_KEYS}
-        assert plain["off_topic_accuracy"] is None and plain["off_topic_pairs"] == 0
+        assert {k: getattr(row, k) for k in AGREEMENT_KEYS} == {
+            k: getattr(plain, k) for k in AGREEMENT_KEYS
+        }
+        assert plain.off_topic_accuracy is None and plain.off_topic_pairs == 0
     constant = rows_by_label(with_probe)["constant"]
-    assert constant["num_compared"] == 12 and constant["accuracy"] == 0.75
+    assert constant.num_compared == 12 and constant.accuracy == 0.75
 
 
 def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Path, monkeypatch):
@@ -269,10 +273,10 @@ def test_unscored_off_topic_pairs_are_left_out_and_counted(context, tmp_path: Pa
     flaky = RoleConfig(name="flaky", backend="scripted", model="flaky", rule="keyword",
                        max_attempts=1)  # fmt: skip
     summary = run_compare(context, probe_config(flaky), tmp_path / "c")
-    row = summary["verifiers"][0]
-    assert row["reference"] and row["off_topic_unscored"] == 8 and row["off_topic_pairs"] == 16
-    assert row["off_topic_accuracy"] == 1.0
-    assert row["num_unscored"] == 0  # the on-topic verdicts were all answered
+    row = summary.verifiers[0]
+    assert row.reference and row.off_topic_unscored == 8 and row.off_topic_pairs == 16
+    assert row.off_topic_accuracy == 1.0
+    assert row.num_unscored == 0  # the on-topic verdicts were all answered
 
 
 def test_a_rerun_measures_only_what_is_missing(context, tmp_path: Path):
@@ -282,8 +286,8 @@ def test_a_rerun_measures_only_what_is_missing(context, tmp_path: Path):
     again, backends = compare_with_backends(context, both, tmp_path / "c")
     assert backends["keyword"].calls == []  # reused, probe included
     assert backends["constant"].calls != []
-    assert rows_by_label(again)["keyword"]["off_topic_accuracy"] == 1.0
-    assert rows_by_label(first)["keyword"]["off_topic_accuracy"] == 1.0
+    assert rows_by_label(again)["keyword"].off_topic_accuracy == 1.0
+    assert rows_by_label(first)["keyword"].off_topic_accuracy == 1.0
     # a run folder from before the probe has no verdicts of its jobs: measured again
     path = tmp_path / "c" / "keyword.verdicts.jsonl"
     kept = [v for v in read_records(path, Verdict) if not v.candidate_id.startswith("offtopic:")]

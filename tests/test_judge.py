@@ -12,6 +12,7 @@ from harness.judge import answer_schema, judge_pairs, pair_up, summarise
 from harness.overoptimization import overoptimized_steps
 from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
+from harness.summary_schema import Checkpoint
 from harness.types import Candidate, ChatRequest, Prompt
 
 from .conftest import scripted_role
@@ -47,8 +48,8 @@ def test_a_consistent_judge_wins_in_both_orders(context):
     assert shown_first == ["\ngood ", "\npoor "] * 4  # A first, then B first, pair by pair
     assert all(j.first_order == "a" and j.second_order == "a" for j in judgements)
     summary = summarise(judgements, JudgeConfig())
-    assert summary["win_rate"] == 1.0 and summary["position_flip_rate"] == 0.0
-    assert summary["wins"] == 4 and summary["n"] == 4
+    assert summary.win_rate == 1.0 and summary.position_flip_rate == 0.0
+    assert summary.wins == 4 and summary.n == 4
 
 
 def test_a_position_biased_judge_gives_ties_and_a_full_flip_rate(context):
@@ -57,10 +58,10 @@ def test_a_position_biased_judge_gives_ties_and_a_full_flip_rate(context):
     judgements = judge_pairs(role, PROMPTS, pairs, JudgeConfig(), PROMPTS_DIR)
     assert [(j.first_order, j.second_order) for j in judgements] == [("a", "b")] * 4
     summary = summarise(judgements, JudgeConfig())
-    assert summary["ties"] == 4 and summary["win_rate"] == 0.5
-    assert summary["position_flip_rate"] == 1.0
+    assert summary.ties == 4 and summary.win_rate == 0.5
+    assert summary.position_flip_rate == 1.0
     first = summarise(judgements, JudgeConfig(disagreement="first"))
-    assert first["win_rate"] == 1.0  # the first order alone would credit the bias to A
+    assert first.win_rate == 1.0  # the first order alone would credit the bias to A
 
 
 def test_a_failed_answer_is_unscored_not_a_loss(context):
@@ -73,7 +74,7 @@ def test_a_failed_answer_is_unscored_not_a_loss(context):
     assert judgements[0].first_order is None and judgements[0].second_order is None
     assert judgements[0].unscored_reasons
     summary = summarise(judgements, JudgeConfig())
-    assert summary["unscored"] == 1 and summary["n"] == 3 and summary["win_rate"] == 1.0
+    assert summary.unscored == 1 and summary.n == 3 and summary.win_rate == 1.0
 
 
 def test_pairs_meet_on_prompt_and_sample_index():
@@ -105,7 +106,7 @@ def test_the_answer_schema_follows_the_profile(settings, valid, invalid):
 
 
 def rows(*triples):
-    return [{"step": s, "reward": r, "win_rate": w} for s, r, w in triples]
+    return [Checkpoint(step=s, reward=r, win_rate=w) for s, r, w in triples]
 
 
 def test_overoptimisation_flags_reward_up_while_win_rate_falls():

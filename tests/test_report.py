@@ -13,6 +13,25 @@ import pytest
 from rich.console import Console
 
 from harness.report import pick_verifier, print_summary, write_report
+from harness.summary_schema import (
+    Checkpoint,
+    Machine,
+    MonteCarlo,
+    Overoptimization,
+    PairwiseSummary,
+    Peak,
+    Reference,
+    RefineRow,
+    RunFacts,
+    StageRow,
+    StepSplit,
+    Summary,
+    Theory,
+    TrainSummary,
+    Unscored,
+    VerifierRow,
+    load_summary,
+)
 
 SECTIONS = [
     "At a glance",
@@ -47,7 +66,7 @@ def draw_png(path: Path, title: str) -> None:
 OFF_TOPIC = {"qwen3-0.6b": 0.81, "qwen3-1.7b": 0.93, "qwen3-8b": 0.97}
 
 
-def verifier(label: str, params: int | None, reference: bool, scale: float) -> dict:
+def verifier(label: str, params: int, reference: bool, scale: float) -> VerifierRow:
     metrics = {
         "accuracy": 0.86,
         "balanced_accuracy": 0.84,
@@ -59,27 +78,27 @@ def verifier(label: str, params: int | None, reference: bool, scale: float) -> d
         "tail_pairwise_accuracy": 0.74,
         "rtd_pair_agreement": 0.77,
     }
-    return {
-        "label": label,
-        "model": f"Qwen/{label}",
-        "params": params,
-        "reference": reference,
+    return VerifierRow(
+        label=label,
+        model=f"Qwen/{label}",
+        params=params,
+        reference=reference,
         **{k: 1.0 if reference else round(v * scale, 4) for k, v in metrics.items()},
-        "unscored_rate": 0.004 if not reference else 0.0,
-        "criteria_per_s": 2400.0 / (params / 1e8),
-        "tokens_per_s": 52000.0 / (params / 1e8),
-        "latency_p50_s": 0.03 * params / 1e8,
-        "latency_p95_s": 0.07 * params / 1e8,
-        "peak_memory_mb": 2.1 * params / 1e6,
-        "num_verdicts": 12345,
-        "num_pairs": 1800,
-        "num_tail_pairs": 420,
+        unscored_rate=0.004 if not reference else 0.0,
+        criteria_per_s=2400.0 / (params / 1e8),
+        tokens_per_s=52000.0 / (params / 1e8),
+        latency_p50_s=0.03 * params / 1e8,
+        latency_p95_s=0.07 * params / 1e8,
+        peak_memory_mb=2.1 * params / 1e6,
+        num_verdicts=12345,
+        num_pairs=1800,
+        num_tail_pairs=420,
         # the probe needs no reference: the reference has its own value, not 1 by definition
-        "off_topic_accuracy": OFF_TOPIC.get(label),
-        "off_topic_pairs": 1600,
-        "off_topic_ties": 12,
-        "off_topic_unscored": 3,
-    }
+        off_topic_accuracy=OFF_TOPIC.get(label),
+        off_topic_pairs=1600,
+        off_topic_ties=12,
+        off_topic_unscored=3,
+    )
 
 
 def kl_row(kl: float, beta: float, values: list[float], error: float) -> dict:
@@ -95,142 +114,138 @@ def kl_row(kl: float, beta: float, values: list[float], error: float) -> dict:
     }
 
 
-def full_summary(run_dir: Path) -> dict:
+def stage(name: str, status: str, seconds: float | None, counts: dict | None) -> StageRow:
+    return StageRow(stage=name, status=status, seconds=seconds, counts=counts)
+
+
+def full_summary(run_dir: Path) -> Summary:
     """A run with every stage on: 3 verifiers, 2 refinement rounds, training, judge, theory."""
     for name, rel in STAGE_PLOTS.items():
         draw_png(run_dir / rel, name)
-    return {
-        "run": {
-            "name": "health-demo",
-            "dir": str(run_dir),
-            "profile": "gpu-small",
-            "created": "2026-03-14T09:26:53+00:00",
-            "harness_version": "0.1.0",
-            "machine": {"cpu": "AMD EPYC 9654", "cores": 16, "memory_gb": 128.0, "gpu": "H100"},
-        },
-        "stages": [
-            {
-                "stage": "rollouts",
-                "status": "ran",
-                "seconds": 812.44,
-                "counts": {"candidates": 3200},
-            },
-            {"stage": "propose", "status": "reused", "seconds": 0.0, "counts": {"rubrics": 200}},
-            {"stage": "refine", "status": "ran", "seconds": 1493.2, "counts": {"refined": 388}},
-            {"stage": "verify", "status": "ran", "seconds": 301.5, "counts": {"verdicts": 41230}},
-            {"stage": "compare", "status": "ran", "seconds": 95.0, "counts": {"verifiers": 3}},
-            {"stage": "train", "status": "ran", "seconds": 5402.9, "counts": {"steps": 200}},
-            {"stage": "judge", "status": "ran", "seconds": 640.1, "counts": {"pairs": 200}},
-            {"stage": "theory", "status": "ran", "seconds": 3.2, "counts": {"rows": 4}},
+    return Summary(
+        schema_version=1,
+        run=RunFacts(
+            name="health-demo",
+            dir=str(run_dir),
+            profile="gpu-small",
+            created="2026-03-14T09:26:53+00:00",
+            harness_version="0.1.0",
+            machine=Machine(cpu="AMD EPYC 9654", cores=16, memory_gb=128.0, gpu="H100"),
+        ),
+        stages=[
+            stage("rollouts", "ran", 812.44, {"candidates": 3200}),
+            stage("propose", "reused", 0.0, {"rubrics": 200}),
+            stage("refine", "ran", 1493.2, {"refined": 388}),
+            stage("verify", "ran", 301.5, {"verdicts": 41230}),
+            stage("compare", "ran", 95.0, {"verifiers": 3}),
+            stage("train", "ran", 5402.9, {"steps": 200}),
+            stage("judge", "ran", 640.1, {"pairs": 200}),
+            stage("theory", "ran", 3.2, {"rows": 4}),
         ],
-        "unscored": {
-            "rollouts": 0,
-            "propose": 1,
-            "refine": 3,
-            "verify": 17,
-            "compare": {"qwen3-0.6b": 12, "qwen3-1.7b": 4, "qwen3-8b": 0},
-            "train": 9,
-            "judge": 2,
-        },
-        "refine": [
-            {
-                "iteration": i,
-                "num_prompts": 200 - 2 * i,
-                "num_refined": 196 - 3 * i,
-                "num_failed": 1 + i,
-                "tied_before": 64 - 9 * i,
-                "separated_after": 51 - 8 * i,
-                "num_criteria_mean": 11.4 + 1.7 * i,
-                "num_unscored_verdicts": i,
-            }
+        unscored=Unscored(
+            rollouts=0,
+            propose=1,
+            refine=3,
+            verify=17,
+            compare={"qwen3-0.6b": 12, "qwen3-1.7b": 4, "qwen3-8b": 0},
+            train=9,
+            judge=2,
+        ),
+        refine=[
+            RefineRow(
+                iteration=i,
+                num_prompts=200 - 2 * i,
+                num_refined=196 - 3 * i,
+                num_failed=1 + i,
+                tied_before=64 - 9 * i,
+                separated_after=51 - 8 * i,
+                num_criteria_mean=11.4 + 1.7 * i,
+                num_unscored_verdicts=i,
+            )
             for i in (1, 2)
         ],
-        "verifiers": [
+        verifiers=[
             verifier("qwen3-0.6b", 600_000_000, False, 0.9),
             verifier("qwen3-1.7b", 1_700_000_000, False, 1.0),
             verifier("qwen3-8b", 8_000_000_000, True, 1.0),
         ],
-        "reference": {"kind": "verifier", "label": "qwen3-8b"},
-        "pairwise": {
-            "a": "policy-step-200",
-            "b": "base",
-            "judge": "qwen3-8b",
-            "win_rate": 0.625,
-            "ci95": [0.551, 0.695],
-            "n": 200,
-            "wins": 110,
-            "losses": 60,
-            "ties": 30,
-            "unscored": 2,
-            "position_flip_rate": 0.145,
-            "length_controlled_win_rate": 0.588,
-            "mean_length_a": 1843.2,
-            "mean_length_b": 1402.7,
-        },
-        "train": {
-            "steps": 200,
-            "reward_first": 0.412,
-            "reward_last": 0.587,
-            "peak_memory_mb": 61234.0,
-            "adapter_weights_changed": True,
-            "base_weights_unchanged": True,
-            "step_split": {
-                "step_s": 27.0,
-                "generation_s": 14.1,
-                "reward_s": 9.4,
-                "update_s": 3.5,
-                "verifier_share": 0.348,
-            },
-        },
-        "overoptimization": {
-            "checkpoints": [
-                {"step": 0, "reward": 0.412, "win_rate": 0.5, "ci95": [0.43, 0.57]},
-                {"step": 50, "reward": 0.49, "win_rate": 0.58, "ci95": [0.51, 0.65]},
-                {"step": 100, "reward": 0.55, "win_rate": 0.66, "ci95": [0.59, 0.73]},
-                {"step": 150, "reward": 0.57, "win_rate": None, "ci95": None},
-                {"step": 200, "reward": 0.587, "win_rate": 0.625, "ci95": [0.551, 0.695]},
+        reference=Reference(kind="verifier", label="qwen3-8b"),
+        pairwise=PairwiseSummary(
+            a="policy-step-200",
+            b="base",
+            judge="qwen3-8b",
+            win_rate=0.625,
+            ci95=[0.551, 0.695],
+            n=200,
+            wins=110,
+            losses=60,
+            ties=30,
+            unscored=2,
+            position_flip_rate=0.145,
+            length_controlled_win_rate=0.588,
+            mean_length_a=1843.2,
+            mean_length_b=1402.7,
+        ),
+        train=TrainSummary(
+            steps=200,
+            reward_first=0.412,
+            reward_last=0.587,
+            peak_memory_mb=61234.0,
+            adapter_weights_changed=True,
+            base_weights_unchanged=True,
+            step_split=StepSplit(
+                step_s=27.0, generation_s=14.1, reward_s=9.4, update_s=3.5, verifier_share=0.348
+            ),
+        ),
+        overoptimization=Overoptimization(
+            checkpoints=[
+                Checkpoint(step=0, reward=0.412, win_rate=0.5, ci95=[0.43, 0.57]),
+                Checkpoint(step=50, reward=0.49, win_rate=0.58, ci95=[0.51, 0.65]),
+                Checkpoint(step=100, reward=0.55, win_rate=0.66, ci95=[0.59, 0.73]),
+                Checkpoint(step=150, reward=0.57, win_rate=None, ci95=None),
+                Checkpoint(step=200, reward=0.587, win_rate=0.625, ci95=[0.551, 0.695]),
             ],
-            "flagged": True,
-            "flagged_steps": [200],
-            "note": "Checkpoint 150 has no win rate: its judge calls were unscored.",
-        },
-        "theory": {
-            "kl_table": [
+            flagged=True,
+            flagged_steps=[200],
+            note="Checkpoint 150 has no win rate: its judge calls were unscored.",
+        ),
+        theory=Theory(
+            kl_table=[
                 kl_row(0.5, 0.2428, [0.774, 0.771, 0.746, 0.631, 0.756, 0.472], 0.0007),
                 kl_row(1.0, 0.1361, [0.865, 0.858, 0.804, 0.617, 0.858, 0.563], 0.0006),
                 kl_row(2.0, 0.0498, [0.950, 0.923, 0.798, 0.550, 0.950, 0.843], 0.0004),
                 kl_row(4.0, 0.0067, [0.993, 0.907, 0.757, 0.507, 0.993, 0.993], 0.0002),
             ],
-            "monte_carlo": {"n": 200000, "max_abs_error": 0.0007},
-            "peaks": {"Top 25% wrong": {"kl": 1.37, "win_rate": 0.813}},
-        },
-        "plots": dict(STAGE_PLOTS),
-    }
+            monte_carlo=MonteCarlo(n=200000, max_abs_error=0.0007),
+            peaks={"Top 25% wrong": Peak(kl=1.37, win_rate=0.813)},
+        ),
+        plots=dict(STAGE_PLOTS),
+    )
 
 
-def minimal_summary() -> dict:
+def minimal_summary() -> Summary:
     """Rollouts and rubrics only: the later stages were switched off or never ran."""
-    return {
-        "run": {"name": "tiny", "dir": None, "profile": None, "created": None, "machine": None},
-        "stages": [
-            {"stage": "rollouts", "status": "ran", "seconds": 1.25, "counts": {"candidates": 8}},
-            {"stage": "propose", "status": "ran", "seconds": None, "counts": None},
-            {"stage": "train", "status": "off", "seconds": None, "counts": {}},
-            {"stage": "judge", "status": "off", "seconds": None, "counts": {}},
-            {"stage": "overoptimization", "status": "off", "seconds": 0.0, "counts": {}},
-            {"stage": "theory", "status": "not run", "seconds": 0.0, "counts": {}},
-            {"stage": "compare", "status": "skipped", "seconds": 0.0, "counts": {}},
+    return Summary(
+        run=RunFacts(name="tiny", dir=None, profile=None, created=None, machine=None),
+        stages=[
+            stage("rollouts", "ran", 1.25, {"candidates": 8}),
+            stage("propose", "ran", None, None),
+            stage("train", "off", None, {}),
+            stage("judge", "off", None, {}),
+            stage("overoptimization", "off", 0.0, {}),
+            stage("theory", "not run", 0.0, {}),
+            stage("compare", "skipped", 0.0, {}),
         ],
-        "unscored": {"rollouts": 0, "propose": None},
-        "refine": None,
-        "verifiers": None,
-        "reference": None,
-        "pairwise": None,
-        "train": None,
-        "overoptimization": None,
-        "theory": None,
-        "plots": None,
-    }
+        unscored=Unscored(rollouts=0, propose=None),
+        refine=None,
+        verifiers=None,
+        reference=None,
+        pairwise=None,
+        train=None,
+        overoptimization=None,
+        theory=None,
+        plots=None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -262,10 +277,11 @@ def test_summary_json_round_trips_with_the_new_plots(full) -> None:
     saved = json.loads(text_of(paths, "summary"))
     assert saved["plots"]["pairwise"] == "plots/pairwise.png"
     assert saved["plots"]["train_reward"] == "train/reward.png"
-    assert saved == {**summary, "plots": saved["plots"]}
+    assert saved["schema_version"] == 1
+    assert saved == {**summary.as_record(), "plots": saved["plots"]}
     assert summary == original  # the caller's dict is left alone
     assert text_of(paths, "summary").startswith('{\n  "overoptimization"')  # sorted, pretty
-    again = write_report(run_dir, saved)
+    again = write_report(run_dir, load_summary(paths["summary"]))
     assert json.loads(again["summary"].read_text(encoding="utf-8")) == saved
 
 
@@ -312,13 +328,13 @@ def test_numbers_are_formatted_for_a_reader(full) -> None:
 def test_at_a_glance_picks_the_smallest_verifier_near_the_best(full, tmp_path: Path) -> None:
     _, summary, paths = full
     smallest, best = pick_verifier(summary)
-    assert smallest is best and best["label"] == "qwen3-1.7b"  # 0.6b is 0.074 behind
+    assert smallest is best and best.label == "qwen3-1.7b"  # 0.6b is 0.074 behind
     assert (
         "qwen3-1.7b (1.7B params), tail pairwise accuracy 0.740; measured against the "
         "reference verifier qwen3-8b" in text_of(paths, "markdown")
     )
     close = copy.deepcopy(summary)
-    close["verifiers"][0]["tail_pairwise_accuracy"] = 0.70
+    close.verifiers[0].tail_pairwise_accuracy = 0.70
     markdown = text_of(write_report(tmp_path, close), "markdown")
     assert (
         "qwen3-0.6b (600M params), tail pairwise accuracy 0.700, within 0.05 of the best "
@@ -336,16 +352,16 @@ def test_at_a_glance_picks_the_smallest_verifier_near_the_best(full, tmp_path: P
 )
 def test_pick_verifier_ignores_the_reference(tails: list, expected: str, tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
-    for v, tail in zip(summary["verifiers"], tails):
-        v["tail_pairwise_accuracy"] = tail
-    assert pick_verifier(summary)[0]["label"] == expected
+    for v, tail in zip(summary.verifiers, tails):
+        v.tail_pairwise_accuracy = tail
+    assert pick_verifier(summary)[0].label == expected
 
 
 def test_at_a_glance_without_tail_pairs_gives_the_off_topic_probe(tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
-    for v in summary["verifiers"]:
-        v["tail_pairwise_accuracy"] = None
-        v["num_tail_pairs"] = 0
+    for v in summary.verifiers:
+        v.tail_pairwise_accuracy = None
+        v.num_tail_pairs = 0
     markdown = text_of(write_report(tmp_path, summary), "markdown")
     glance = markdown.split("## At a glance")[1].split("##")[0]
     assert "no high-reward tail pairs in this run" in glance
@@ -355,8 +371,8 @@ def test_at_a_glance_without_tail_pairs_gives_the_off_topic_probe(tmp_path: Path
 
 def test_text_from_the_summary_is_escaped(tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
-    summary["verifiers"][1]["label"] = "<script>alert('x')</script>"
-    summary["pairwise"]["a"] = "policy <b>bold</b> & co"
+    summary.verifiers[1].label = "<script>alert('x')</script>"
+    summary.pairwise.a = "policy <b>bold</b> & co"
     paths = write_report(tmp_path, summary)
     page, markdown = text_of(paths, "html"), text_of(paths, "markdown")
     assert "<script" not in page and "<b>" not in page
@@ -385,9 +401,11 @@ def test_minimal_summary_says_what_did_not_run(tmp_path: Path) -> None:
 
 def test_unscored_values_read_unscored(tmp_path: Path) -> None:
     summary = full_summary(tmp_path)
-    summary["pairwise"].update(win_rate=None, ci95=None, length_controlled_win_rate=float("nan"))
-    summary["train"]["reward_first"] = None
-    summary["verifiers"][0]["kappa"] = None
+    summary.pairwise.win_rate = None
+    summary.pairwise.ci95 = None
+    summary.pairwise.length_controlled_win_rate = float("nan")
+    summary.train.reward_first = None
+    summary.verifiers[0].kappa = None
     markdown = text_of(write_report(tmp_path, summary), "markdown")
     assert "policy-step-200 vs base: unscored (95% CI unscored, n = 200)" in markdown
     assert "unscored → 0.587" in markdown
@@ -404,9 +422,10 @@ def test_off_topic_accuracy_sits_beside_agreement(full, tmp_path: Path) -> None:
     assert "| off-topic pairs | off-topic unscored |" in markdown and "| 1,600 | 3 |" in markdown
     assert "0.5 is random" in markdown and ">off-topic acc</th>" in text_of(paths, "html")
     summary = full_summary(tmp_path)
-    del summary["verifiers"][0]["off_topic_accuracy"]  # a run from before the probe
-    summary["verifiers"][0]["off_topic_unscored"] = 0
-    summary["verifiers"][1]["off_topic_accuracy"] = None  # every pair unscored
+    before_probe = summary.verifiers[0].as_record()
+    del before_probe["off_topic_accuracy"]  # a run from before the probe
+    summary.verifiers[0] = VerifierRow.model_validate({**before_probe, "off_topic_unscored": 0})
+    summary.verifiers[1].off_topic_accuracy = None  # every pair unscored
     markdown = text_of(write_report(tmp_path, summary), "markdown")
     assert "| 0.693 | n/a |" in markdown and "| 0.770 | unscored |" in markdown
 
@@ -449,7 +468,7 @@ def test_print_summary_shows_the_run(tmp_path: Path) -> None:
 def test_print_summary_minimal_and_markup_safe() -> None:
     console = Console(record=True, width=120)
     summary = minimal_summary()
-    summary["stages"][0]["stage"] = "[bold red]rollouts[/]"
+    summary.stages[0].stage = "[bold red]rollouts[/]"
     print_summary(summary, console)
     out = console.export_text()
     assert "None" not in out

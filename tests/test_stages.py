@@ -77,12 +77,12 @@ def test_stage_record_lands_in_the_run_folders_stages_file(tmp_path: Path):
 def test_summary_rows_follow_the_stage_list_and_the_profiles_switches(tmp_path: Path):
     config = profile(tmp_path, eval={"train": False, "judge": False})
     RunState(config.run_dir).mark_done("prompts", "abc", {"prompts": 3, "seconds": 1.5})
-    rows = build_summary(config, "test")["stages"]
-    assert [r["stage"] for r in rows] == [s.name for s in STAGES]
-    status = {r["stage"]: r["status"] for r in rows}
+    rows = build_summary(config, "test").stages
+    assert [r.stage for r in rows] == [s.name for s in STAGES]
+    status = {r.stage: r.status for r in rows}
     assert status["prompts"] == "ran" and status["verify"] == "not run"
     assert status["train"] == status["judge"] == "off" and status["compare"] == "not run"
-    assert rows[0]["counts"] == {"prompts": 3} and rows[0]["seconds"] == 1.5
+    assert rows[0].counts == {"prompts": 3} and rows[0].seconds == 1.5
 
 
 def test_a_judged_side_is_saved_with_what_it_could_not_produce(tmp_path: Path, context):

@@ -1,7 +1,7 @@
 """Report: the run's summary as Markdown, a self-contained HTML page, plots and a terminal view.
 
-Input: the summary dict the other stages computed (RUN_DIR/summary.json) and the PNG plots they
-already wrote, listed in summary["plots"] with paths relative to the run folder. Output, in
+Input: the run's `Summary` (harness.summary_schema; RUN_DIR/summary.json) and the PNG plots the
+stages already wrote, listed in summary.plots with paths relative to the run folder. Output, in
 RUN_DIR: plots/*.png (the plots made from the summary), summary.json (with those plots added),
 report.md and report.html (every plot embedded as a data URI, CSS inline, nothing fetched, so it
 renders offline).
@@ -73,6 +73,7 @@ from harness.report.tables import (
 )
 from harness.report.terminal import print_summary, rich_table
 from harness.runstate import RunPaths
+from harness.summary_schema import Summary
 
 __all__ = [
     "AGREEMENT_METRICS",
@@ -128,19 +129,20 @@ __all__ = [
 ]
 
 
-def write_report(run_dir: Path, summary: dict) -> dict[str, Path]:
+def write_report(run_dir: Path, summary: Summary) -> dict[str, Path]:
     """Make the plots, then write summary.json, report.md and report.html, each atomically."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    plots = {**(summary.get("plots") or {}), **make_plots(run_dir, summary)}
-    summary = {**summary, "plots": plots}
+    plots = {**(summary.plots or {}), **make_plots(run_dir, summary)}
+    summary = summary.model_copy(update={"plots": plots})
     run_paths = RunPaths(run_dir)
     paths = {
         "summary": run_paths.summary_path,
         "markdown": run_paths.report_markdown_path,
         "html": run_paths.report_html_path,
     }
-    text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    record = summary.as_record()
+    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     sections = build_sections(summary)
     write_bytes_atomic(paths["summary"], text.encode("utf-8"), mode=REPORT_MODE)
     write_bytes_atomic(

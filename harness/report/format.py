@@ -4,6 +4,7 @@ missing or unscored value reads "unscored" or "n/a", never 0, NaN or "None"."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -33,11 +34,12 @@ fmt_memory = partial(_fmt, spec=",.0f", missing=NA, suffix=" MB")
 fmt_error = partial(_fmt, spec=".4f", missing=NA)
 
 
-def fmt_ci(ci: Any, missing: str = UNSCORED) -> str:
-    bounds = [_real(b) for b in ci] if isinstance(ci, list | tuple) and len(ci) == 2 else []
-    if len(bounds) != 2 or None in bounds:
+def fmt_ci(ci: Sequence[float | None] | None, missing: str = UNSCORED) -> str:
+    bounds = [_real(b) for b in ci or []]
+    low, high = bounds if len(bounds) == 2 else (None, None)
+    if low is None or high is None:
         return missing
-    return f"{100 * bounds[0]:.1f}–{100 * bounds[1]:.1f}%"
+    return f"{100 * low:.1f}–{100 * high:.1f}%"
 
 
 def fmt_number(value: Any, missing: str = NA) -> str:
@@ -58,15 +60,15 @@ def fmt_params(value: Any, missing: str = NA) -> str:
     return f"{x:.0f}"
 
 
-def fmt_bool(value: Any, missing: str = NA) -> str:
-    return missing if not isinstance(value, bool) else ("yes" if value else "no")
+def fmt_bool(value: bool | None, missing: str = NA) -> str:
+    return missing if value is None else ("yes" if value else "no")
 
 
 def fmt_text(value: Any, missing: str = NA) -> str:
     return missing if value is None or value == "" else str(value)
 
 
-def fmt_counts(counts: Any) -> str:
-    if not isinstance(counts, dict) or not counts:
+def fmt_counts(counts: dict[str, Any] | None) -> str:
+    if not counts:
         return ""
     return ", ".join(f"{name} {fmt_number(value)}" for name, value in counts.items())

@@ -11,7 +11,8 @@ from typing import Any
 
 from harness.jsonl import write_bytes_atomic
 from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
-from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS, _verifiers
+from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS
+from harness.summary_schema import Checkpoint, Summary, VerifierRow
 
 CHANCE = 0.5  # a probe's value for a verifier that guesses
 REPORT_MODE = 0o644  # the report is meant to be shared: readable by all, unlike run records
@@ -20,7 +21,7 @@ DPI = 110
 WIDTH_IN = 7.0
 
 
-def make_plots(run_dir: Path, summary: dict) -> dict[str, str]:
+def make_plots(run_dir: Path, summary: Summary) -> dict[str, str]:
     """Draw the plots the summary has data for into RUN_DIR/plots; {name: relative path}."""
     from matplotlib.figure import Figure as PlotFigure  # no pyplot: no global state, Agg canvas
 
@@ -43,20 +44,20 @@ def make_plots(run_dir: Path, summary: dict) -> dict[str, str]:
     return made
 
 
-def _size_axis(verifiers: list[dict]) -> tuple[list[float], str, bool]:
+def _size_axis(verifiers: list[VerifierRow]) -> tuple[list[float], str, bool]:
     """Parameter counts (log axis) when every verifier has one, else the listed order."""
-    params = [_real(v.get("params")) for v in verifiers]
+    params = [v.params for v in verifiers]
     if all(p is not None and p > 0 for p in params):
-        return params, "parameters (count, log scale)", True
+        return [float(p or 0) for p in params], "parameters (count, log scale)", True
     return [float(i) for i in range(len(verifiers))], "verifier (listed order)", False
 
 
-def _plot_metrics_vs_size(summary: dict, figure_type: type) -> Any:
-    verifiers = _verifiers(summary)
+def _plot_metrics_vs_size(summary: Summary, figure_type: type) -> Any:
+    verifiers = summary.verifiers or []
     metrics = [
         (k, t)
         for k, t in (*AGREEMENT_METRICS, *PROBE_METRICS)
-        if any(_real(v.get(k)) is not None for v in verifiers)
+        if any(_real(getattr(v, k)) is not None for v in verifiers)
     ]
     if not metrics:
         return None
@@ -71,8 +72,8 @@ def _plot_metrics_vs_size(summary: dict, figure_type: type) -> Any:
         ax.set_axis_off()
     probed = any(k in dict(PROBE_METRICS) for k, _ in metrics)
     _size_legend(axes[0], axes[len(metrics)], probed)
-    ref = summary.get("reference") if isinstance(summary.get("reference"), dict) else {}
-    title = f"Verifier agreement with the reference ({fmt_text(ref.get('label'))})"
+    ref_label = summary.reference.label if summary.reference else None
+    title = f"Verifier agreement with the reference ({fmt_text(ref_label)})"
     fig.suptitle(title + (" and off-topic preference" if probed else "") + " by size")
     fig.supxlabel(xlabel, fontsize=9)
     ylabel = "agreement or accuracy (unitless)" if probed else "agreement (unitless)"
@@ -92,24 +93,23 @@ def _size_legend(ax: Any, legend_ax: Any, probed: bool) -> None:
 
 
 def _metric_panel(
-    ax: Any, verifiers: list[dict], xs: list[float], key: str, title: str, log: bool
+    ax: Any, verifiers: list[VerifierRow], xs: list[float], key: str, title: str, log: bool
 ) -> None:
     """One metric against size. A probe has no reference: every verifier, the reference
     included, is a point on the line, and a dashed line marks chance."""
     probe = key in dict(PROBE_METRICS)
-    points = sorted(
-        (x, _real(v.get(key)), v) for x, v in zip(xs, verifiers) if _real(v.get(key)) is not None
-    )
-    line = [(x, y) for x, y, v in points if probe or not v.get("reference")]
+    points = [(x, _real(getattr(v, key)), v) for x, v in zip(xs, verifiers)]
+    points = sorted(((x, y, v) for x, y, v in points if y is not None), key=lambda p: p[:2])
+    line = [(x, y) for x, y, v in points if probe or not v.reference]
     if line:
         ax.plot(*zip(*line), "o-", color="C0", markersize=4)
     if probe:
         _chance_line(ax)
     for x, y, v in points:
-        if v.get("reference") and not probe:
+        if v.reference and not probe:
             ax.plot([x], [y], "o", mfc="none", color="C3", markersize=6)
         ax.annotate(
-            fmt_text(v.get("label")), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6
+            fmt_text(v.label), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6
         )
     ax.set_title(title, fontsize=9)
     ax.margins(y=0.15)
@@ -125,7 +125,7 @@ def _chance_line(ax: Any) -> None:
     ax.text(0.02, CHANCE, "random", transform=transform, fontsize=6, color="grey", va="bottom")
 
 
-def _format_size_axis(ax: Any, verifiers: list[dict], xs: list[float], log: bool) -> None:
+def _format_size_axis(ax: Any, verifiers: list[VerifierRow], xs: list[float], log: bool) -> None:
     from matplotlib.ticker import FuncFormatter
 
     if log:
@@ -133,14 +133,13 @@ def _format_size_axis(ax: Any, verifiers: list[dict], xs: list[float], log: bool
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_params(v, "")))
         ax.margins(x=0.25)
     else:
-        ax.set_xticks(xs, [fmt_text(v.get("label")) for v in verifiers], rotation=30, ha="right")
+        ax.set_xticks(xs, [fmt_text(v.label) for v in verifiers], rotation=30, ha="right")
         ax.margins(x=0.15)
 
 
-def _plot_accuracy_vs_throughput(summary: dict, figure_type: type) -> Any:
+def _plot_accuracy_vs_throughput(summary: Summary, figure_type: type) -> Any:
     points = [
-        (_real(v.get("criteria_per_s")), _real(v.get("balanced_accuracy")), v)
-        for v in _verifiers(summary)
+        (_real(v.criteria_per_s), _real(v.balanced_accuracy), v) for v in summary.verifiers or []
     ]
     points = [(x, y, v) for x, y, v in points if x is not None and y is not None and x > 0]
     if not points:
@@ -148,7 +147,7 @@ def _plot_accuracy_vs_throughput(summary: dict, figure_type: type) -> Any:
     fig = figure_type(figsize=(WIDTH_IN, 4.2))
     ax = fig.subplots()
     for x, y, v in points:
-        reference = bool(v.get("reference"))
+        reference = v.reference
         ax.plot(
             [x],
             [y],
@@ -157,7 +156,7 @@ def _plot_accuracy_vs_throughput(summary: dict, figure_type: type) -> Any:
             mfc="none" if reference else None,
             markersize=7,
         )
-        label = fmt_text(v.get("label")) + (" (reference)" if reference else "")
+        label = fmt_text(v.label) + (" (reference)" if reference else "")
         ax.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
     xs = [x for x, _, _ in points]
     ax.margins(x=0.2, y=0.15)
@@ -173,18 +172,17 @@ def _plot_accuracy_vs_throughput(summary: dict, figure_type: type) -> Any:
     return fig
 
 
-def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
+def _plot_overoptimization(summary: Summary, figure_type: type) -> Any:
     from matplotlib.ticker import MaxNLocator
 
-    o = summary.get("overoptimization")
-    points = [c for c in (o.get("checkpoints") or []) if isinstance(c, dict)] if o else []
-    points = [c for c in points if _real(c.get("step")) is not None]
-    if not any(
-        _real(c.get("reward")) is not None or _real(c.get("win_rate")) is not None for c in points
+    o = summary.overoptimization
+    points = o.checkpoints if o else []
+    if o is None or not any(
+        _real(c.reward) is not None or _real(c.win_rate) is not None for c in points
     ):
         return None
-    steps = [c["step"] for c in points]
-    reward = [_nan(c.get("reward")) for c in points]
+    steps = [c.step for c in points]
+    reward = [_nan(c.reward) for c in points]
     fig = figure_type(figsize=(WIDTH_IN, 4.2))
     ax = fig.subplots()
     ax.plot(steps, reward, "o-", color="C0", label="rubric reward (left)")
@@ -192,7 +190,7 @@ def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean rubric reward (0–1)", color="C0")
     right = _win_rate_axis(ax, points)
-    flagged = [c for c in points if c["step"] in set(o.get("flagged_steps") or [])]
+    flagged = [c for c in points if c.step in set(o.flagged_steps)]
     _mark_flagged(ax, right, flagged)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(
@@ -209,13 +207,11 @@ def _plot_overoptimization(summary: dict, figure_type: type) -> Any:
     return fig
 
 
-def _win_rate_axis(ax: Any, points: list[dict]) -> Any:
+def _win_rate_axis(ax: Any, points: list[Checkpoint]) -> Any:
     """The win rate against the base model by checkpoint, with its 95% CI, on a right axis."""
-    steps = [c["step"] for c in points]
-    win = [100 * _nan(c.get("win_rate")) for c in points]
-    ci = [
-        c.get("ci95") if isinstance(c.get("ci95"), list | tuple) else (None, None) for c in points
-    ]
+    steps = [c.step for c in points]
+    win = [100 * _nan(c.win_rate) for c in points]
+    ci = [c.ci95 or (None, None) for c in points]
     right = ax.twinx()
     right.plot(steps, win, "s-", color="C1", label="win rate vs base (right)")
     lo, hi = ([100 * _nan(b[i]) for b in ci] for i in (0, 1))
@@ -227,13 +223,13 @@ def _win_rate_axis(ax: Any, points: list[dict]) -> Any:
     return right
 
 
-def _mark_flagged(ax: Any, right: Any, flagged: list[dict]) -> None:
+def _mark_flagged(ax: Any, right: Any, flagged: list[Checkpoint]) -> None:
     """Circle the checkpoints where the reward rose while the win rate fell."""
     for i, c in enumerate(flagged):
-        ax.axvline(c["step"], color="red", linestyle=":", alpha=0.6)
+        ax.axvline(c.step, color="red", linestyle=":", alpha=0.6)
         right.plot(
-            [c["step"]],
-            [100 * _nan(c.get("win_rate"))],
+            [c.step],
+            [100 * _nan(c.win_rate)],
             "o",
             color="red",
             markersize=10,
@@ -248,11 +244,13 @@ def _nan(value: Any) -> float:
     return math.nan if x is None else x
 
 
-def _plot_pairwise(summary: dict, figure_type: type) -> Any:
-    p = summary.get("pairwise")
-    if not isinstance(p, dict):
+def _plot_pairwise(summary: Summary, figure_type: type) -> Any:
+    p = summary.pairwise
+    if p is None:
         return None
-    counts = [(k, _real(p.get(k)) or 0.0) for k in ("wins", "ties", "losses")]
+    counts = [
+        (k, _real(n) or 0.0) for k, n in (("wins", p.wins), ("ties", p.ties), ("losses", p.losses))
+    ]
     if sum(c for _, c in counts) <= 0:
         return None
     fig = figure_type(figsize=(WIDTH_IN, 2.4))
@@ -274,10 +272,10 @@ def _plot_pairwise(summary: dict, figure_type: type) -> Any:
         left += count
     ax.set_yticks([])
     ax.set_xlim(0, left)
-    ax.set_xlabel(f"pairs judged (count); unscored pairs left out: {fmt_number(p.get('unscored'))}")
+    ax.set_xlabel(f"pairs judged (count); unscored pairs left out: {fmt_number(p.unscored)}")
     ax.set_title(
-        f"{fmt_text(p.get('a'))} vs {fmt_text(p.get('b'))}: win rate {fmt_pct(p.get('win_rate'))} "
-        f"(95% CI {fmt_ci(p.get('ci95'))}), n = {fmt_number(p.get('n'))}",
+        f"{fmt_text(p.a)} vs {fmt_text(p.b)}: win rate {fmt_pct(p.win_rate)} "
+        f"(95% CI {fmt_ci(p.ci95)}), n = {fmt_number(p.n)}",
         fontsize=10,
     )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, frameon=False, fontsize=8)

@@ -7,39 +7,39 @@ import base64
 import html
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from harness.report.format import NA, _real, fmt_number, fmt_text
 from harness.report.tables import Block, Figure, Items, Note, Section, Table
+from harness.summary_schema import Machine, RunFacts, Summary
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
-def document_title(summary: dict) -> str:
-    run = summary.get("run") if isinstance(summary.get("run"), dict) else {}
-    return f"Run report: {fmt_text(run.get('name'), 'unnamed run')}"
+def document_title(summary: Summary) -> str:
+    run = summary.run or RunFacts()
+    return f"Run report: {fmt_text(run.name, 'unnamed run')}"
 
 
-def document_meta(summary: dict) -> list[tuple[str, str]]:
-    run = summary.get("run") if isinstance(summary.get("run"), dict) else {}
-    machine = run.get("machine") if isinstance(run.get("machine"), dict) else {}
-    parts = [fmt_text(machine.get("cpu"), "unknown CPU")]
-    if _real(machine.get("cores")) is not None:
-        parts.append(f"{fmt_number(machine['cores'])} cores")
-    if _real(machine.get("memory_gb")) is not None:
-        parts.append(f"{machine['memory_gb']:,.0f} GB RAM")
-    parts.append(f"GPU: {fmt_text(machine.get('gpu'), 'none')}")
+def document_meta(summary: Summary) -> list[tuple[str, str]]:
+    run = summary.run or RunFacts()
+    machine = run.machine or Machine()
+    parts = [fmt_text(machine.cpu, "unknown CPU")]
+    if machine.cores is not None:
+        parts.append(f"{fmt_number(machine.cores)} cores")
+    if _real(machine.memory_gb) is not None:
+        parts.append(f"{machine.memory_gb:,.0f} GB RAM")
+    parts.append(f"GPU: {fmt_text(machine.gpu, 'none')}")
     return [
-        ("Profile", fmt_text(run.get("profile"))),
-        ("Created", _fmt_date(run.get("created"))),
+        ("Profile", fmt_text(run.profile)),
+        ("Created", _fmt_date(run.created)),
         ("Machine", ", ".join(parts)),
-        ("Run folder", fmt_text(run.get("dir"))),
-        ("Harness", fmt_text(run.get("harness_version"))),
+        ("Run folder", fmt_text(run.dir)),
+        ("Harness", fmt_text(run.harness_version)),
     ]
 
 
-def _fmt_date(value: Any) -> str:
-    if not isinstance(value, str) or not value:
+def _fmt_date(value: str | None) -> str:
+    if not value:
         return NA
     try:
         return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M %Z").strip()
@@ -51,7 +51,7 @@ def _md(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(summary: dict, sections: list[Section]) -> str:
+def render_markdown(summary: Summary, sections: list[Section]) -> str:
     lines = [f"# {_md(document_title(summary))}", ""]
     lines += [" · ".join(f"**{k}**: {_md(v)}" for k, v in document_meta(summary)), ""]
     lines += ["Contents: " + " · ".join(f"[{s.title}](#{s.anchor})" for s in sections), ""]
@@ -104,7 +104,7 @@ p.off { color: #59636e; font-style: italic; }
 """
 
 
-def render_html(run_dir: Path, summary: dict, sections: list[Section]) -> str:
+def render_html(run_dir: Path, summary: Summary, sections: list[Section]) -> str:
     e = html.escape
     title = e(document_title(summary))
     meta = "".join(

@@ -4,7 +4,6 @@ with its prose, tables and figures, or a note saying why the stage has nothing t
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from harness.report.format import (
     _real,
@@ -24,7 +23,6 @@ from harness.report.tables import (
     Section,
     _absent,
     _figures,
-    _verifiers,
     overoptimization_table,
     pairwise_table,
     refine_table,
@@ -35,11 +33,12 @@ from harness.report.tables import (
     verifier_agreement_table,
     verifier_speed_table,
 )
+from harness.summary_schema import Peak, Summary, Theory, VerifierRow
 
 TAIL_TOLERANCE = 0.05
 
 
-def glance_items(summary: dict) -> list[tuple[str, str]]:
+def glance_items(summary: Summary) -> list[tuple[str, str]]:
     return [
         ("Win rate", _glance_win_rate(summary)),
         ("Verifier", _glance_verifier(summary)),
@@ -48,56 +47,58 @@ def glance_items(summary: dict) -> list[tuple[str, str]]:
     ]
 
 
-def _glance_win_rate(summary: dict) -> str:
-    p = summary.get("pairwise")
-    if not isinstance(p, dict):
+def _glance_win_rate(summary: Summary) -> str:
+    p = summary.pairwise
+    if p is None:
         return _absent(summary, ("judge",), "pairwise results").text
     return (
-        f"{fmt_text(p.get('a'))} vs {fmt_text(p.get('b'))}: {fmt_pct(p.get('win_rate'))} "
-        f"(95% CI {fmt_ci(p.get('ci95'))}, n = {fmt_number(p.get('n'))})"
+        f"{fmt_text(p.a)} vs {fmt_text(p.b)}: {fmt_pct(p.win_rate)} "
+        f"(95% CI {fmt_ci(p.ci95)}, n = {fmt_number(p.n)})"
     )
 
 
-def pick_verifier(summary: dict) -> tuple[dict, dict] | None:
+def _tail(verifier: VerifierRow) -> float | None:
+    return _real(verifier.tail_pairwise_accuracy)
+
+
+def pick_verifier(summary: Summary) -> tuple[VerifierRow, VerifierRow] | None:
     """The smallest verifier whose tail pairwise accuracy is within 0.05 of the best, and the
     best; the reference is left out, since its agreement with itself is 1 by definition."""
-    tail = "tail_pairwise_accuracy"
-    ranked = [(i, v) for i, v in enumerate(_verifiers(summary)) if not v.get("reference")]
-    ranked = [(i, v) for i, v in ranked if _real(v.get(tail)) is not None]
-    if not ranked:
+    ranked = [(i, v, _tail(v)) for i, v in enumerate(summary.verifiers or []) if not v.reference]
+    scored = [(i, v, tail) for i, v, tail in ranked if tail is not None]
+    if not scored:
         return None
-    best = max((v for _, v in ranked), key=lambda v: _real(v[tail]))
-    close = [(i, v) for i, v in ranked if _real(v[tail]) >= _real(best[tail]) - TAIL_TOLERANCE]
-    _, smallest = min(close, key=lambda iv: (_real(iv[1].get("params")) or math.inf, iv[0]))
+    _, best, best_tail = max(scored, key=lambda ivt: ivt[2])
+    close = [(i, v) for i, v, tail in scored if tail >= best_tail - TAIL_TOLERANCE]
+    _, smallest = min(close, key=lambda iv: (iv[1].params or math.inf, iv[0]))
     return smallest, best
 
 
-def _glance_verifier(summary: dict) -> str:
+def _glance_verifier(summary: Summary) -> str:
     picked = pick_verifier(summary)
     if picked is None:
         return _glance_without_tail(summary)
     smallest, best = picked
     text = (
-        f"{fmt_text(smallest.get('label'))} ({fmt_params(smallest.get('params'))} params), "
-        f"tail pairwise accuracy {fmt_metric(smallest.get('tail_pairwise_accuracy'))}"
+        f"{fmt_text(smallest.label)} ({fmt_params(smallest.params)} params), "
+        f"tail pairwise accuracy {fmt_metric(smallest.tail_pairwise_accuracy)}"
     )
     if smallest is not best:
         text += (
-            f", within {TAIL_TOLERANCE} of the best ({fmt_text(best.get('label'))}, "
-            f"{fmt_metric(best.get('tail_pairwise_accuracy'))})"
+            f", within {TAIL_TOLERANCE} of the best ({fmt_text(best.label)}, "
+            f"{fmt_metric(best.tail_pairwise_accuracy)})"
         )
     return text + f"; {_reference_text(summary)}"
 
 
-def _glance_without_tail(summary: dict) -> str:
+def _glance_without_tail(summary: Summary) -> str:
     """A comparison that ran without high-reward tail pairs (small data): the off-topic probe
     is the number it has."""
-    compared = [v for v in _verifiers(summary) if not v.get("reference")]
+    compared = [v for v in summary.verifiers or [] if not v.reference]
     if not compared:
         return _absent(summary, ("compare",), "verifier comparison").text
     probe = ", ".join(
-        f"{fmt_text(v.get('label'))} {fmt_metric(v.get('off_topic_accuracy'))}"
-        for v in _verifiers(summary)
+        f"{fmt_text(v.label)} {fmt_metric(v.off_topic_accuracy)}" for v in summary.verifiers or []
     )
     return (
         f"{len(compared)} compared, no high-reward tail pairs in this run (no tail accuracy); "
@@ -105,36 +106,36 @@ def _glance_without_tail(summary: dict) -> str:
     )
 
 
-def _reference_text(summary: dict) -> str:
-    ref = summary.get("reference")
-    if not isinstance(ref, dict):
+def _reference_text(summary: Summary) -> str:
+    ref = summary.reference
+    if ref is None:
         return "no reference recorded"
-    if ref.get("kind") == "labels":
-        return f"measured against the labels {fmt_text(ref.get('label'))}"
-    return f"measured against the reference verifier {fmt_text(ref.get('label'))}"
+    if ref.kind == "labels":
+        return f"measured against the labels {fmt_text(ref.label)}"
+    return f"measured against the reference verifier {fmt_text(ref.label)}"
 
 
-def _glance_train(summary: dict) -> str:
-    t = summary.get("train")
-    if not isinstance(t, dict):
+def _glance_train(summary: Summary) -> str:
+    t = summary.train
+    if t is None:
         return _absent(summary, ("train",), "training results").text
     return (
-        f"{fmt_metric(t.get('reward_first'))} → {fmt_metric(t.get('reward_last'))} "
-        f"over {fmt_number(t.get('steps'))} steps"
+        f"{fmt_metric(t.reward_first)} → {fmt_metric(t.reward_last)} "
+        f"over {fmt_number(t.steps)} steps"
     )
 
 
-def _glance_overoptimization(summary: dict) -> str:
-    o = summary.get("overoptimization")
-    if not isinstance(o, dict) or not o.get("checkpoints"):
+def _glance_overoptimization(summary: Summary) -> str:
+    o = summary.overoptimization
+    if o is None or not o.checkpoints:
         return _absent(summary, ("overoptimization",), "checkpoint comparison").text
-    if o.get("flagged"):
-        steps = ", ".join(fmt_number(s) for s in o.get("flagged_steps") or [])
+    if o.flagged:
+        steps = ", ".join(fmt_number(s) for s in o.flagged_steps)
         return f"flagged at step {steps}: reward up, win rate down"
     return "not flagged: no checkpoint had the reward rise while the win rate fell"
 
 
-def build_sections(summary: dict) -> list[Section]:
+def build_sections(summary: Summary) -> list[Section]:
     sections = [
         Section("At a glance", [Items(glance_items(summary))]),
         Section("Stages", [stages_table(summary) or _absent(summary, (), "stage records")]),
@@ -154,7 +155,7 @@ def build_sections(summary: dict) -> list[Section]:
     return sections
 
 
-def _pairwise_section(summary: dict) -> Section:
+def _pairwise_section(summary: Summary) -> Section:
     table = pairwise_table(summary)
     if table is None:
         return Section("Pairwise judge", [_absent(summary, ("judge",), "pairwise results")])
@@ -171,7 +172,7 @@ def _pairwise_section(summary: dict) -> Section:
     )
 
 
-def _verifier_section(summary: dict) -> Section:
+def _verifier_section(summary: Summary) -> Section:
     agreement = verifier_agreement_table(summary)
     if agreement is None:
         return Section("Verifier comparison", [_absent(summary, ("compare",), "verifier results")])
@@ -202,7 +203,7 @@ def _verifier_section(summary: dict) -> Section:
     )
 
 
-def _refine_section(summary: dict) -> Section:
+def _refine_section(summary: Summary) -> Section:
     table = refine_table(summary)
     if table is None:
         return Section("Refinement", [_absent(summary, ("refine",), "refinement iterations")])
@@ -218,12 +219,12 @@ def _refine_section(summary: dict) -> Section:
     )
 
 
-def _train_section(summary: dict) -> Section:
+def _train_section(summary: Summary) -> Section:
+    t = summary.train
     table = train_table(summary)
-    if table is None:
+    if t is None or table is None:
         return Section("Training", [_absent(summary, ("train",), "training results")])
-    t = summary["train"]
-    if t.get("adapter_weights_changed") and t.get("base_weights_unchanged"):
+    if t.adapter_weights_changed and t.base_weights_unchanged:
         check = "The LoRA adapter weights changed and the base weights did not, as they should."
     else:
         check = "Check the weights: the adapter should change and the base should not."
@@ -231,14 +232,14 @@ def _train_section(summary: dict) -> Section:
     return Section("Training", [check, table, *figures])
 
 
-def _overoptimization_section(summary: dict) -> Section:
+def _overoptimization_section(summary: Summary) -> Section:
+    o = summary.overoptimization
     table = overoptimization_table(summary)
-    if table is None:
+    if o is None or table is None:
         note = _absent(summary, ("overoptimization",), "checkpoint comparison")
         return Section("Over-optimisation", [note])
-    o = summary["overoptimization"]
-    if o.get("flagged"):
-        steps = ", ".join(fmt_number(s) for s in o.get("flagged_steps") or [])
+    if o.flagged:
+        steps = ", ".join(fmt_number(s) for s in o.flagged_steps)
         flag = (
             f"Flagged at step {steps}: the rubric reward rose while the win rate against the "
             "base fell, the sign of a policy exploiting the rubric."
@@ -251,9 +252,9 @@ def _overoptimization_section(summary: dict) -> Section:
     return Section("Over-optimisation", blocks)
 
 
-def _theory_section(summary: dict) -> Section:
+def _theory_section(summary: Summary) -> Section:
     table = theory_table(summary)
-    theory = summary.get("theory") if isinstance(summary.get("theory"), dict) else {}
+    theory = summary.theory or Theory()
     named = [
         ("theory_fig2a", "Win rate against KL for each misspecification pattern (Fig. 2a)"),
         ("theory_fig2b", "Win rate against KL when only the top share is ranked right (Fig. 2b)"),
@@ -267,31 +268,31 @@ def _theory_section(summary: dict) -> Section:
         "measure-preserving misordering of the gold reward (Theorem 1), closed form."
     ]
     blocks += [table] if table else []
-    peaks = theory.get("peaks") if isinstance(theory.get("peaks"), dict) else {}
+    peaks = theory.peaks
     blocks += [Items([(n, _peak_text(p)) for n, p in peaks.items() if _interior_peak(p, theory)])]
-    mc = theory.get("monte_carlo") if isinstance(theory.get("monte_carlo"), dict) else {}
-    if mc:
+    mc = theory.monte_carlo
+    if mc is not None:
         blocks.append(
-            f"A Monte Carlo check with {fmt_number(mc.get('n'))} samples agrees with the closed "
-            f"form to a largest absolute error of {fmt_error(mc.get('max_abs_error'))}."
+            f"A Monte Carlo check with {fmt_number(mc.n)} samples agrees with the closed "
+            f"form to a largest absolute error of {fmt_error(mc.max_abs_error)}."
         )
     blocks += figures
     return Section("Theory", [b for b in blocks if not (isinstance(b, Items) and not b.items)])
 
 
-def _interior_peak(peak: Any, theory: dict) -> bool:
+def _interior_peak(peak: Peak, theory: Theory) -> bool:
     """A peak strictly inside the KL range: the win rate rises, then falls (monotone curves
     have their maximum at an end of the range, which is no peak)."""
-    kls = [r.get("kl") for r in theory.get("kl_table") or [] if _real(r.get("kl")) is not None]
-    kl = _real(peak.get("kl")) if isinstance(peak, dict) else None
+    kls = [kl for r in theory.kl_table if (kl := _real(r.get("kl"))) is not None]
+    kl = _real(peak.kl)
     return kl is not None and bool(kls) and 0.05 < kl < max(kls) - 0.05
 
 
-def _peak_text(peak: dict) -> str:
-    return f"peaks at win rate {fmt_metric(peak.get('win_rate'))} (KL {fmt_metric(peak.get('kl'))})"
+def _peak_text(peak: Peak) -> str:
+    return f"peaks at win rate {fmt_metric(peak.win_rate)} (KL {fmt_metric(peak.kl)})"
 
 
-def _unscored_section(summary: dict) -> Section:
+def _unscored_section(summary: Summary) -> Section:
     table = unscored_table(summary)
     text = (
         "An answer that could not be obtained or parsed is unscored: it is excluded from every "

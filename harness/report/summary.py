@@ -12,34 +12,49 @@ from harness.config import HarnessConfig
 from harness.jsonl import read_json, read_rows
 from harness.runstate import RunPaths
 from harness.stages import STAGES
+from harness.summary_schema import (
+    SCHEMA_VERSION,
+    CompareMetrics,
+    Machine,
+    Overoptimization,
+    PairwiseSummary,
+    RefineRow,
+    RunFacts,
+    StageRow,
+    Summary,
+    Theory,
+    TrainSummary,
+    Unscored,
+    read_record,
+    validate_record,
+)
 
 
-def build_summary(
-    config: HarnessConfig, profile: str, results: list | None = None
-) -> dict[str, Any]:
+def build_summary(config: HarnessConfig, profile: str, results: list | None = None) -> Summary:
     """summary.json from the run folder's files (and this invocation's stage results)."""
     paths = RunPaths(config.run_dir)
     stages_done = _json(paths.stages_path) or {}
-    compare = _json(paths.compare_metrics_path)
-    judge = _json(paths.judge_summary_path)
-    train = _json(paths.train_summary_path)
+    compare = read_record(paths.compare_metrics_path, CompareMetrics)
+    judge = read_record(paths.judge_summary_path, PairwiseSummary)
+    train = read_record(paths.train_summary_path, TrainSummary)
     theory = _json(paths.theory_path)
     plots = dict((theory or {}).pop("plots", {}))
     if paths.train_reward_plot_path.is_file():
         plots["train_reward"] = paths.train_reward_plot_path.relative_to(paths.dir).as_posix()
-    return {
-        "run": _run_facts(config, profile),
-        "stages": _stage_rows(config, stages_done, results),
-        "unscored": _unscored(stages_done, compare, train, judge),
-        "refine": read_rows(paths.refine_stats_path),
-        "verifiers": compare["verifiers"] if compare else None,
-        "reference": compare["reference"] if compare else None,
-        "pairwise": judge,
-        "train": train,
-        "overoptimization": _json(paths.overoptimization_path),
-        "theory": theory,
-        "plots": plots,
-    }
+    return Summary(
+        schema_version=SCHEMA_VERSION,
+        run=_run_facts(config, profile),
+        stages=_stage_rows(config, stages_done, results),
+        unscored=_unscored(stages_done, compare, train, judge),
+        refine=[RefineRow.model_validate(r) for r in read_rows(paths.refine_stats_path)],
+        verifiers=compare.verifiers if compare else None,
+        reference=compare.reference if compare else None,
+        pairwise=judge,
+        train=train,
+        overoptimization=read_record(paths.overoptimization_path, Overoptimization),
+        theory=validate_record(paths.theory_path, Theory, theory),
+        plots=plots,
+    )
 
 
 def _json(path: Path) -> Any:
@@ -48,7 +63,7 @@ def _json(path: Path) -> Any:
 
 def _stage_rows(
     config: HarnessConfig, done: dict[str, Any], results: list | None
-) -> list[dict[str, Any]]:
+) -> list[StageRow]:
     """One row per stage of the pipeline, in order: off, skipped, reused, ran or not run."""
     this_time = {r.stage: r for r in results or []}
     return [
@@ -57,47 +72,50 @@ def _stage_rows(
     ]
 
 
-def _stage_row(stage: str, switched_on: bool, entry: Any, result: Any) -> dict[str, Any]:
+def _stage_row(stage: str, switched_on: bool, entry: Any, result: Any) -> StageRow:
     if not switched_on:
-        return {"stage": stage, "status": "off", "seconds": 0.0, "counts": {}}
+        return StageRow(stage=stage, status="off", seconds=0.0, counts={})
     if result is not None and not entry:  # returned without running (nothing to do)
-        return {"stage": stage, "status": "skipped", "seconds": 0.0, "counts": dict(result.counts)}
+        return StageRow(stage=stage, status="skipped", seconds=0.0, counts=dict(result.counts))
     if entry:
         counts = {k: v for k, v in entry.items() if k not in ("fingerprint", "seconds")}
         reused = result is not None and result.reused
-        return {"stage": stage, "status": "reused" if reused else "ran",
-                "seconds": entry.get("seconds", 0.0), "counts": counts}  # fmt: skip
-    return {"stage": stage, "status": "not run", "seconds": 0.0, "counts": {}}
+        return StageRow(stage=stage, status="reused" if reused else "ran",
+                        seconds=entry.get("seconds", 0.0), counts=counts)  # fmt: skip
+    return StageRow(stage=stage, status="not run", seconds=0.0, counts={})
 
 
-def _unscored(done: dict[str, Any], compare: Any, train: Any, judge: Any) -> dict[str, Any]:
+def _unscored(
+    done: dict[str, Any],
+    compare: CompareMetrics | None,
+    train: TrainSummary | None,
+    judge: PairwiseSummary | None,
+) -> Unscored:
     def count(stage: str, key: str) -> int | None:
         return done.get(stage, {}).get(key)
 
-    return {
-        "rollouts": count("rollouts", "skipped"),
-        "propose": count("propose", "skipped"),
-        "refine": count("refine", "skipped"),
-        "verify": count("verify", "unscored"),
-        "compare": {r["label"]: r["num_unscored"] for r in compare["verifiers"]}
-        if compare
-        else None,
-        "train": train["unscored_rewards"] if train else None,
-        "judge": judge["unscored"] if judge else None,
-    }
+    return Unscored(
+        rollouts=count("rollouts", "skipped"),
+        propose=count("propose", "skipped"),
+        refine=count("refine", "skipped"),
+        verify=count("verify", "unscored"),
+        compare={r.label: r.num_unscored for r in compare.verifiers} if compare else None,
+        train=train.unscored_rewards if train else None,
+        judge=judge.unscored if judge else None,
+    )
 
 
-def _run_facts(config: HarnessConfig, profile: str) -> dict[str, Any]:
+def _run_facts(config: HarnessConfig, profile: str) -> RunFacts:
     import datetime
     import importlib.metadata
 
     from harness.machine import machine_info
 
-    return {
-        "name": config.run_name,
-        "dir": str(config.run_dir),
-        "profile": profile,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "harness_version": importlib.metadata.version("harness"),
-        "machine": machine_info(),
-    }
+    return RunFacts(
+        name=config.run_name,
+        dir=str(config.run_dir),
+        profile=profile,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        harness_version=importlib.metadata.version("harness"),
+        machine=Machine.model_validate(machine_info()),
+    )

@@ -25,9 +25,10 @@ from harness.report.tables import (
     verifier_compact_table,
     verifier_speed_table,
 )
+from harness.summary_schema import CompareMetrics, Summary
 
 
-def print_summary(summary: dict, console: Console) -> None:
+def print_summary(summary: Summary, console: Console) -> None:
     """The run at a glance in the terminal: one rich table per stage that has results."""
     console.print(Text(document_title(summary), style="bold"))
     for key, value in document_meta(summary):
@@ -125,15 +126,18 @@ def training_table(result: Any) -> RichTable:
     return table
 
 
-def print_verifier_comparison(metrics: dict, console: Console) -> None:
+def print_verifier_comparison(metrics: CompareMetrics, console: Console) -> None:
     """compare/metrics.json: agreement with the reference, cost, and the off-topic probe."""
-    console.print(rich_table("verifier agreement", verifier_agreement_table(metrics)))
-    console.print(rich_table("verifier cost", verifier_speed_table(metrics)))
-    console.print(f"reference: {metrics['reference']['label']} ({metrics['reference']['kind']})")
-    if metrics.get("off_topic_per_prompt"):
+    summary = Summary(verifiers=metrics.verifiers, reference=metrics.reference)
+    for title, build in (("agreement", verifier_agreement_table), ("cost", verifier_speed_table)):
+        table = build(summary)
+        if table is not None:
+            console.print(rich_table(f"verifier {title}", table))
+    console.print(f"reference: {metrics.reference.label} ({metrics.reference.kind})")
+    if metrics.off_topic_per_prompt:
         console.print(
             f"off-topic acc: own response preferred over another prompt's under the same rubric "
-            f"({metrics['off_topic_per_prompt']} per prompt; 0.5 = random)"
+            f"({metrics.off_topic_per_prompt} per prompt; 0.5 = random)"
         )
 
 

@@ -1,0 +1,288 @@
+"""summary.json and the stage records it gathers, as typed models.
+
+The stages that write a record (compare/metrics.json, judge/summary.json, train/summary.json,
+overoptimization.json, theory.json) validate it here; the report reads the run's summary
+through `Summary`. A value that was not scored is None, never 0; a part of the summary whose
+stage did not run is None. Every model keeps keys it does not know (a record written by a
+newer stage), and dumping leaves out the fields the record never had, so a record read and
+written again is the same record.
+
+`Summary.schema_version` is 1; a summary.json without one (from an older harness) is read as
+version 1, one with a newer version than `SCHEMA_VERSION` is refused with a line that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.jsonl import InputError, read_json, validation_message
+
+SCHEMA_VERSION = 1
+R = TypeVar("R", bound=BaseModel)
+
+# A JSON number stays the type it was written as: 0 does not come back as 0.0.
+Number = int | float
+StageStatus = Literal["off", "skipped", "reused", "ran", "not run"]
+
+
+class Record(BaseModel):
+    """Fields are declared in the order the stages write them: a record dumps in that order."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def as_record(self) -> dict[str, Any]:
+        """The record as written: its own keys only, extra keys kept."""
+        return self.model_dump(exclude_unset=True, by_alias=True)
+
+
+# ---------------------------------------------------------------- the stages' records
+
+
+class VerifierRow(Record):
+    """One verifier of compare/metrics.json: agreement with the reference, cost, the probe."""
+
+    label: str
+    model: str | None = None
+    params: int | None = None
+    accuracy: Number | None = None
+    balanced_accuracy: Number | None = None
+    kappa: Number | None = None
+    f1_yes: Number | None = None
+    f1_no: Number | None = None
+    spearman: Number | None = None
+    pairwise_accuracy: Number | None = None
+    tail_pairwise_accuracy: Number | None = None
+    rtd_pair_agreement: Number | None = None
+    unscored_rate: Number | None = None
+    num_unscored: int | None = None
+    criteria_per_s: Number | None = None
+    tokens_per_s: Number | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_p50_s: Number | None = None
+    latency_p95_s: Number | None = None
+    peak_memory_mb: Number | None = None
+    seconds: Number | None = None
+    num_verdicts: int | None = None
+    num_requests: int | None = None
+    num_compared: int | None = None
+    num_pairs: int | None = None
+    num_tail_pairs: int | None = None
+    off_topic_accuracy: Number | None = None
+    off_topic_pairs: int | None = None
+    off_topic_ties: Number | None = None
+    off_topic_unscored: int | None = None
+    reference: bool = False
+
+
+class Reference(Record):
+    """What the verifiers were measured against: human labels or a reference verifier."""
+
+    kind: Literal["labels", "verifier"]
+    label: str | None = None
+
+
+class CompareMetrics(Record):
+    """compare/metrics.json."""
+
+    reference: Reference
+    verifiers: list[VerifierRow]
+    tail_quantile: Number | None = None
+    off_topic_per_prompt: int | None = None
+
+
+class PairwiseSummary(Record):
+    """judge/summary.json: the win rate of side A over side B, both orders judged."""
+
+    a: str | None = None
+    b: str | None = None
+    judge: str | None = None
+    n: int | None = None
+    wins: Number | None = None
+    losses: Number | None = None
+    ties: Number | None = None
+    unscored: int | None = None
+    win_rate: Number | None = None
+    ci95: list[Number | None] | None = None
+    position_flip_rate: Number | None = None
+    length_controlled_win_rate: Number | None = None
+    mean_length_a: Number | None = None
+    mean_length_b: Number | None = None
+
+
+class StepSplit(Record):
+    """Where a training step's time goes."""
+
+    step_s: Number | None = None
+    generation_s: Number | None = None
+    reward_s: Number | None = None
+    update_s: Number | None = None
+    verifier_share: Number | None = None
+
+
+class TrainSummary(Record):
+    """train/summary.json."""
+
+    steps: int | None = None
+    reward_first: Number | None = None
+    reward_last: Number | None = None
+    peak_memory_mb: Number | None = None
+    adapter_weights_changed: bool | None = None
+    base_weights_unchanged: bool | None = None
+    step_split: StepSplit | None = None
+    resumed_from: int | None = None
+    unscored_rewards: int | None = None
+
+
+class Checkpoint(Record):
+    """One checkpoint of the over-optimisation check (step 0 is the base policy)."""
+
+    step: int
+    reward: Number | None = None
+    win_rate: Number | None = None
+    ci95: list[Number | None] | None = None
+    n: int | None = None
+
+
+class Overoptimization(Record):
+    """overoptimization.json."""
+
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    flagged: bool = False
+    flagged_steps: list[int] = Field(default_factory=list)
+    note: str | None = None
+
+
+class Peak(Record):
+    kl: Number | None = None
+    win_rate: Number | None = None
+
+
+class MonteCarlo(Record):
+    n: int | None = None
+    seed: int | None = None
+    max_abs_error: Number | None = None
+
+
+class Theory(Record):
+    """theory.json (its plots move to the summary's plots). A KL table row is keyed by
+    misspecification pattern ("Correct", "Top 10% wrong", ...) besides kl and beta."""
+
+    kl_table: list[dict[str, Number | None]] = Field(default_factory=list)
+    monte_carlo: MonteCarlo | None = None
+    peaks: dict[str, Peak] = Field(default_factory=dict)
+    best_of_16: dict[str, Peak] | None = None
+    beta_0_1: dict[str, Number | None] | None = Field(None, alias="beta_0.1")
+    paper_beta_0_01_kl: Number | None = Field(None, alias="paper_beta_0.01_kl")
+    plots: dict[str, str] | None = None
+
+
+# ---------------------------------------------------------------- the summary
+
+
+class Machine(Record):
+    cpu: str | None = None
+    cores: int | None = None
+    memory_gb: Number | None = None
+    gpu: str | None = None
+    gpu_count: int | None = None
+    platform: str | None = None
+    python: str | None = None
+    packages: dict[str, Any] | None = None
+
+
+class RunFacts(Record):
+    name: str | None = None
+    dir: str | None = None
+    profile: str | None = None
+    created: str | None = None
+    harness_version: str | None = None
+    machine: Machine | None = None
+
+
+class StageRow(Record):
+    stage: str
+    status: StageStatus
+    seconds: Number | None = None
+    counts: dict[str, Any] | None = None
+
+
+class Unscored(Record):
+    """Answers left unscored, per stage; None where the stage left no record."""
+
+    rollouts: int | None = None
+    propose: int | None = None
+    refine: int | None = None
+    verify: int | None = None
+    compare: dict[str, int | None] | None = None  # per verifier label
+    train: int | None = None
+    judge: int | None = None
+
+
+class RefineRow(Record):
+    """One Refinement-through-Differentiation iteration (refine.jsonl)."""
+
+    iteration: int | None = None
+    num_prompts: int | None = None
+    num_refined: int | None = None
+    num_failed: int | None = None
+    tied_before: int | None = None
+    separated_after: int | None = None
+    num_criteria_mean: Number | None = None
+    num_unscored_verdicts: int | None = None
+
+
+class Summary(Record):
+    """summary.json: what the report says about a run."""
+
+    schema_version: int = SCHEMA_VERSION
+    run: RunFacts | None = None
+    stages: list[StageRow] = Field(default_factory=list)
+    unscored: Unscored | None = None
+    refine: list[RefineRow] | None = None
+    verifiers: list[VerifierRow] | None = None
+    reference: Reference | None = None
+    pairwise: PairwiseSummary | None = None
+    train: TrainSummary | None = None
+    overoptimization: Overoptimization | None = None
+    theory: Theory | None = None
+    plots: dict[str, str] | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, **super().as_record()}
+
+    def stage_status(self, stage: str) -> StageStatus | None:
+        return next((s.status for s in self.stages if s.stage == stage), None)
+
+
+def read_record(path: Path, record_type: type[R]) -> R | None:
+    """A stage's record file through its model; None when the stage left none."""
+    return validate_record(path, record_type, read_json(path)) if path.is_file() else None
+
+
+def validate_record(path: Path, record_type: type[R], data: Any) -> R | None:
+    """`data`, read from `path`, as a `record_type`: InputError naming the file and field."""
+    if data is None:
+        return None
+    try:
+        return record_type.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(validation_message(path, 1, exc)) from None
+
+
+def load_summary(path: Path) -> Summary:
+    """A run's summary.json; one without `schema_version` is version 1."""
+    data = read_json(path)
+    version = data.get("schema_version", 1) if isinstance(data, dict) else 1
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise InputError(
+            f"{path}: summary schema_version {version!r} is not one this harness reads "
+            f"(up to {SCHEMA_VERSION}): a newer harness wrote it; upgrade to read it"
+        )
+    summary = validate_record(path, Summary, data)
+    if summary is None:
+        raise InputError(f"{path}: expected a JSON object, got null")
+    return summary
