@@ -47,9 +47,11 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-# the unit tests alone (no engine, server, TRL or harness subprocess): under a minute
+# the unit tests alone (no engine, server, TRL or harness subprocess), in TEST_JOBS processes:
+# under a minute
+TEST_JOBS ?= 2
 test-fast: install
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q -n $(TEST_JOBS) -m "not integration"
 
 lint: install
 	$(BIN)/ruff check --fix .
