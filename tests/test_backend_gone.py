@@ -233,3 +233,21 @@ def test_the_rerun_asks_again_for_unscored_verdicts_and_never_caches_errors(tmp_
         [*_, verify] = run_through(config, "verify")
     assert verify.counts["unscored"] == 0
     assert len(server.requests) == asked + 9  # each of the 9 candidates asked once more
+
+
+def test_a_killed_server_is_named_killed_even_when_its_port_closes_first(tmp_path):
+    """SIGKILL closes the server's port a moment before its exit can be seen: the reason
+    still says what happened to the server, not only that the port refuses."""
+    from harness.backends.vllm_server import VLLMServerBackend
+
+    server = object.__new__(VLLMServerBackend)  # the process and port of a started server
+    server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server.base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    server.log_path = tmp_path / "verifier-vllm-server.log"
+    threading.Timer(0.5, server.process.kill).start()
+    try:
+        reason = server.gone_reason()
+    finally:
+        server.process.kill()
+        server.process.wait()
+    assert reason is not None and "killed by SIGKILL" in reason and "mid-run" in reason

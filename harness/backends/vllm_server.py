@@ -38,6 +38,7 @@ from harness.types import ChatRequest, Completion
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 PR_SET_PDEATHSIG = 1
+EXIT_GRACE_S = 5.0  # how long a server whose port refuses may take to show its exit
 
 
 def free_loopback_port() -> int:
@@ -171,10 +172,14 @@ class VLLMServerBackend(OpenAIBackend):
         process = self.process
         if process is None:
             return "the vLLM server was stopped"
+        unreachable = super().gone_reason() if process.poll() is None else None
+        if unreachable is not None:  # a killed server's port closes before its exit shows
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=EXIT_GRACE_S)
         if process.poll() is not None:
             return (f"the vLLM server (pid {process.pid}) {_exit_status(process.returncode)} "
                     f"mid-run; its log: {self.log_path}")  # fmt: skip
-        return super().gone_reason()
+        return unreachable
 
     def _generate(
         self, requests: Sequence[ChatRequest], advance: Advance | None
