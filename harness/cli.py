@@ -28,7 +28,7 @@ config_option = click.option(
     "-c",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Run profile (YAML). Default: configs/default.yaml (tiny local models).",
+    help="Run profile (YAML). Default: configs/default.yaml (small real local models).",
 )
 set_option = click.option(
     "--set",
