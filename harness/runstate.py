@@ -32,6 +32,11 @@ class RunPaths:
         self.refine_dir = run_dir / "refine"  # checkpoints of an unfinished refinement
         self.verdicts_path = run_dir / "verdicts.jsonl"
         self.rewards_path = run_dir / "rewards.jsonl"
+        self.grading_path = run_dir / "grading.json"  # HealthBench-style scores by tag
+        self.given_rubrics_path = run_dir / "given_rubrics.jsonl"  # version 0 from the data
+        self.references_path = run_dir / "references.jsonl"  # reference answers in the data
+        self.imported_dir = run_dir / "imported"  # what `harness import` brought in
+        self.imported_labels_path = self.imported_dir / "labels.jsonl"
         self.skipped_path = run_dir / "skipped.jsonl"
         self.compare_dir = run_dir / "compare"
         self.compare_metrics_path = self.compare_dir / "metrics.json"

@@ -157,6 +157,7 @@ class Candidate(Record):
     text: str
     model: str
     sample_index: int = 0
+    reference: bool = Field(False, description="a given reference answer, not a sampled one")
 
 
 class Criterion(Record):
