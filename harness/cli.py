@@ -187,6 +187,33 @@ def export_rubrics(config_path: Path | None, overrides: tuple[str, ...], output_
     click.echo(f"{count} rubrics -> {output_path}")
 
 
+@main.command("import")
+@config_option
+@set_option
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--run", "run_name", metavar="NAME", help="Run folder name (default: the profile's).")
+def import_command(
+    config_path: Path | None, overrides: tuple[str, ...], source: Path, run_name: str | None
+) -> None:
+    """Prompts, rubrics, reference answers and clinicians' labels from one file into a run.
+
+    SOURCE: HealthBench (prompts, rubrics, ideal completions), its meta-evaluation file
+    (responses and clinicians' labels), the paper's published rubric dataset, or any prompts
+    file. The run then starts from them: `harness eval --set run_name=NAME`.
+    """
+    from harness.console import console
+    from harness.importer import import_into_run
+    from harness.report.terminal import import_table
+
+    extra = [f"run_name={run_name}"] if run_name else []
+    config = load_config(config_path, [*overrides, *extra])
+    imported = import_into_run(source, config.run_dir)
+    console.print(import_table(imported.kind, imported.counts()))
+    hint = f" --set run_name={config.run_name}" if run_name else ""
+    console.print(f"imported into {RunPaths(config.run_dir).imported_dir}")
+    console.print(f"next: harness eval{' -c ' + str(config_path) if config_path else ''}{hint}")
+
+
 @main.command("eval")
 @config_option
 @set_option

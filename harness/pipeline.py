@@ -23,8 +23,17 @@ from typing import Any
 
 from harness.backends.base import BackendGone
 from harness.config import HarnessConfig
-from harness.datasets import export_rubric_dataset, load_candidates, load_prompts, load_rubrics
-from harness.jsonl import read_records, write_records
+from harness.datasets import (
+    PROPOSE_ALL,
+    GivenData,
+    carries_rubrics,
+    export_rubric_dataset,
+    load_candidates,
+    load_given,
+    load_prompts,
+    load_rubrics,
+)
+from harness.jsonl import InputError, read_records, write_records
 from harness.prompts import PROMPTS_DIR
 from harness.proposer import propose
 from harness.refiner import IterationStats, RefineRoles, refine
@@ -106,18 +115,68 @@ def run_stage(
 
 
 def stage_prompts(run: Run) -> StageResult:
-    source = run.config.project_path(run.config.data.prompts)
+    """The run's prompts, and the rubrics and reference answers the data brings with them."""
+    data = run.config.data
+    source = prompts_source(run.config)
+    rubrics = rubrics_source(run.config)
+    imported = run.imported_dir / "candidates.jsonl"
+    inputs = [source, rubrics or "no given rubrics", imported, data]
 
     def body() -> dict[str, Any]:
-        prompts = load_prompts(source)[: run.config.data.max_prompts]
+        prompts = load_prompts(source)[: data.max_prompts]
+        given = load_given(rubrics, prompts) if rubrics else GivenData()
+        candidates = given.candidates + (load_candidates(imported) if imported.is_file() else [])
+        if data.references == "ignore":
+            candidates = [c for c in candidates if not c.reference]
         write_records(run.prompts_path, prompts)
-        return {"prompts": len(prompts)}
+        write_records(run.given_rubrics_path, given.rubrics)
+        write_records(run.given_candidates_path, candidates)
+        return _data_counts(prompts, given, candidates)
 
-    return run_stage(run, "prompts", [source, run.config.data], [run.prompts_path], body)
+    outputs = [run.prompts_path, run.given_rubrics_path, run.given_candidates_path]
+    return run_stage(run, "prompts", inputs, outputs, body)
+
+
+def prompts_source(config: HarnessConfig) -> Path:
+    """The prompts `harness import` brought into the run folder, else the profile's."""
+    imported = RunPaths(config.run_dir).imported_dir / "prompts.jsonl"
+    return imported if imported.is_file() else config.project_path(config.data.prompts)
+
+
+def rubrics_source(config: HarnessConfig) -> Path | None:
+    """Where version-0 rubrics come from: `data.rubrics`, else the imported ones, else the
+    prompts file's own (HealthBench, the published dataset); None: the proposer writes all."""
+    setting = config.data.rubrics
+    if setting == PROPOSE_ALL:
+        return None
+    if setting:
+        return config.project_path(setting)
+    imported = RunPaths(config.run_dir).imported_dir / "rubrics.jsonl"
+    if imported.is_file():
+        return imported
+    prompts = prompts_source(config)
+    return prompts if carries_rubrics(prompts) else None
+
+
+def gives_rubrics(config: HarnessConfig) -> bool:
+    return rubrics_source(config) is not None
+
+
+def _data_counts(prompts: list[Prompt], given: GivenData, candidates: list) -> dict[str, Any]:
+    criteria = [c for r in given.rubrics for c in r.criteria]
+    return {
+        "prompts": len(prompts),
+        "given_rubrics": len(given.rubrics),
+        "given_criteria": len(criteria),
+        "penalty_criteria": sum(c.weight < 0 for c in criteria),
+        "references": sum(c.reference for c in candidates),
+        "given_responses": sum(not c.reference for c in candidates),
+        "rubrics_outside_run": given.outside_run,
+    }
 
 
 def stage_rollouts(run: Run) -> StageResult:
-    models = run.config.rollout_models()
+    models = run.config.rollout_models() if run.config.rollouts.num_samples else []
 
     def body() -> dict[str, Any]:
         prompts, candidates, skips = run.prompts(), [], []
@@ -126,33 +185,58 @@ def stage_rollouts(run: Run) -> StageResult:
                                      run.config.rollouts.num_samples)  # fmt: skip
             candidates += found
             skips += missed
-        write_records(run.candidates_path, order_pool(candidates, prompts, models))
+        given = load_candidates(run.given_candidates_path)
+        write_records(run.candidates_path, order_pool(candidates + given, prompts, models))
         run.record_skips("rollouts", skips)
-        return {"candidates": len(candidates), "skipped": len(skips)}
+        return {"candidates": len(candidates) + len(given), "given": len(given),
+                "skipped": len(skips)}  # fmt: skip
 
-    inputs = [run.prompts_path, run.config.rollouts, [m.model_dump() for m in models]]
+    inputs = [run.prompts_path, run.given_candidates_path, run.config.rollouts,
+              [m.model_dump() for m in models]]  # fmt: skip
     return run_stage(run, "rollouts", inputs, [run.candidates_path], body)
 
 
 def stage_propose(run: Run) -> StageResult:
-    proposer = run.config.roles.get("proposer")
+    """Version 0: the given rubrics, and the proposer's for the prompts without one."""
+    proposer = run.config.roles.proposer
 
     def body() -> dict[str, Any]:
-        rubrics, skips = propose(run.pool.role("proposer", proposer), run.prompts(),
-                                 run.config.propose, run.templates)  # fmt: skip
+        prompts, given = run.prompts(), load_rubrics(run.given_rubrics_path)
+        have = {r.prompt_id for r in given}
+        missing = [p for p in prompts if p.id not in have]
+        proposed, skips = [], []
+        if missing:
+            role = run.pool.role("proposer", _proposer_for(run, missing, len(prompts)))
+            proposed, skips = propose(role, missing, run.config.propose, run.templates)
+        order = {p.id: i for i, p in enumerate(prompts)}
+        rubrics = sorted(given + proposed, key=lambda r: order[r.prompt_id])
         write_records(run.rubrics_path, rubrics)
         run.record_skips("propose", skips)
-        return {"rubrics": len(rubrics), "skipped": len(skips),
-                "criteria": sum(len(r.criteria) for r in rubrics)}  # fmt: skip
+        criteria = sum(len(r.criteria) for r in rubrics)
+        return {"rubrics": len(rubrics), "given": len(given), "proposed": len(proposed),
+                "skipped": len(skips), "criteria": criteria}  # fmt: skip
 
-    inputs = [run.prompts_path, proposer, run.config.propose, *run.template_files()]
+    inputs = [run.prompts_path, run.given_rubrics_path, proposer, run.config.propose,
+              *run.template_files()]  # fmt: skip
     return run_stage(run, "propose", inputs, [run.rubrics_path], body)
 
 
+def _proposer_for(run: Run, missing: list[Prompt], total: int) -> Any:
+    proposer = run.config.roles.proposer
+    if proposer is None:
+        raise InputError(
+            f"{len(missing)} of {total} prompts have no given rubric (first: {missing[0].id!r}) "
+            "and no proposer is configured (roles.proposer): give rubrics for every prompt "
+            "(data.rubrics) or configure a proposer"
+        )
+    return proposer
+
+
 def stage_refine(run: Run) -> StageResult:
-    proposer = run.config.roles.get("proposer")
-    verifier = run.config.verifier(run.config.refine.verifier)
-    settings = [proposer, verifier, run.config.refine, run.config.verify, run.config.propose]
+    config = run.config
+    proposer = config.roles.proposer  # both are needed only when refining
+    verifier = config.verifier(config.refine.verifier) if config.roles.verifier else None
+    settings = [proposer, verifier, config.refine, config.verify, config.propose]
     # rubrics.jsonl is rewritten by this stage, so only its version-0 lines are an input.
     inputs = [run.candidates_path, _initial_rubrics_key(run), *settings,
               *run.template_files()]  # fmt: skip
@@ -162,8 +246,8 @@ def stage_refine(run: Run) -> StageResult:
         if not initial or run.config.refine.iterations == 0:
             write_records(run.refine_stats_path, [])
             return {"iterations": 0, "new_rubrics": 0, "skipped": 0}
-        roles = RefineRoles(run.pool.role("proposer", proposer),
-                            run.pool.role("verifier", verifier))  # fmt: skip
+        roles = RefineRoles(run.pool.role("proposer", config.roles.get("proposer")),
+                            run.pool.role("verifier", verifier or config.verifier()))  # fmt: skip
         checkpoints = run.refine_dir / fingerprint(*inputs)
         state = refine(roles, run.prompts(), load_candidates(run.candidates_path),
                        initial, run.config, run.templates, checkpoints)  # fmt: skip

@@ -135,6 +135,20 @@ def criteria_from(parsed: list[dict[str, Any]]) -> tuple[Criterion, ...]:
     )
 
 
+def keep_given_points(old: Rubric, new_criteria: Sequence[Criterion]) -> tuple[Criterion, ...]:
+    """A criterion the rewrite keeps word for word keeps its tags, and its points where they
+    are outside the proposer's 1..3 scale (a clinician's -10..10: a penalty stays a penalty)."""
+    given = {_norm(c.text): c for c in old.criteria}
+    kept = []
+    for criterion in new_criteria:
+        source = given.get(_norm(criterion.text))
+        if source is not None:
+            weight = criterion.weight if 1 <= source.weight <= 3 else source.weight
+            criterion = criterion.model_copy(update={"weight": weight, "tags": source.tags})
+        kept.append(criterion)
+    return tuple(kept)
+
+
 def rubric_change(old: Rubric, new_criteria: Sequence[Criterion]) -> RubricChange:
     """Criteria added, removed and reweighted, matched by normalised text."""
     before = {_norm(c.text): c.weight for c in old.criteria}
@@ -184,6 +198,7 @@ def rewrite(
     proposal = proposal_type(settings)
     requests = [refine_request(i, settings, role, templates, proposal) for i in items]
     found, skips = ask_for_criteria(role, requests, [i.prompt.id for i in items], "refine")
+    found = {i: keep_given_points(items[i].rubric, criteria) for i, criteria in found.items()}
     rubrics = [
         Rubric(
             prompt_id=items[i].prompt.id,

@@ -76,10 +76,15 @@ def roll_out(
 def order_pool(
     candidates: list[Candidate], prompts: Sequence[Prompt], models: Sequence[RoleConfig]
 ) -> list[Candidate]:
-    """Prompt order, then model order, then sample index: the order ties are broken by."""
+    """Prompt order, then model order (responses given with the data last), then sample
+    index: the order ties are broken by."""
     prompt_rank = {p.id: i for i, p in enumerate(prompts)}
     model_rank = {m.label: i for i, m in enumerate(models)}
     return sorted(
         candidates,
-        key=lambda c: (prompt_rank[c.prompt_id], model_rank.get(c.model, 0), c.sample_index),
+        key=lambda c: (
+            prompt_rank[c.prompt_id],
+            model_rank.get(c.model, len(models)),
+            c.sample_index,
+        ),
     )

@@ -34,7 +34,7 @@ class RunPaths:
         self.rewards_path = run_dir / "rewards.jsonl"
         self.grading_path = run_dir / "grading.json"  # HealthBench-style scores by tag
         self.given_rubrics_path = run_dir / "given_rubrics.jsonl"  # version 0 from the data
-        self.references_path = run_dir / "references.jsonl"  # reference answers in the data
+        self.given_candidates_path = run_dir / "given_candidates.jsonl"  # references, etc.
         self.imported_dir = run_dir / "imported"  # what `harness import` brought in
         self.imported_labels_path = self.imported_dir / "labels.jsonl"
         self.skipped_path = run_dir / "skipped.jsonl"

@@ -17,10 +17,21 @@ class DataConfig(StrictModel):
         description="JSONL, Parquet, a saved HF dataset, the paper's .json, or a HealthBench JSONL",
     )
     max_prompts: int | None = Field(None, ge=1)
+    rubrics: str | None = Field(
+        None,
+        description="version-0 rubrics: a rubric file (the harness's rubrics JSONL, the paper's "
+        "published schema, or HealthBench); default: the rubrics the prompts file carries, if "
+        "any; `propose`: propose every rubric",
+    )
+    references: Literal["candidates", "ignore"] = Field(
+        "candidates", description="reference answers in the data (HealthBench ideal completions)"
+    )
 
 
 class RolloutsConfig(StrictModel):
-    num_samples: int = Field(4, ge=1, description="responses per prompt and model")
+    num_samples: int = Field(
+        4, ge=0, description="responses per prompt and model; 0: only the data's own responses"
+    )
     models: list[RoleConfig] = Field(default_factory=list, description="default: the policy")
 
 

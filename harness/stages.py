@@ -32,6 +32,7 @@ from harness.overoptimization import stage_overoptimization
 from harness.pipeline import (
     Run,
     StageResult,
+    gives_rubrics,
     run_stage,
     stage_prompts,
     stage_propose,
@@ -204,6 +205,14 @@ def stage_theory(run: Run) -> StageResult:
     return run_stage(run, "theory", [source], [run.theory_path], body)
 
 
+def _proposing(config: HarnessConfig) -> list[RoleConfig]:
+    """The proposer, unless the data gives rubrics and none is configured (then the propose
+    stage fails, naming a prompt, only if some prompt has no given rubric)."""
+    if config.roles.proposer is None and gives_rubrics(config):
+        return []
+    return [config.roles.get("proposer")]
+
+
 def _train_verifier(config: HarnessConfig) -> list[RoleConfig]:
     return [config.verifier(config.train.verifier)] if config.roles.verifier else []
 
@@ -215,10 +224,11 @@ def _judging(config: HarnessConfig) -> list[RoleConfig]:
 
 STAGES = (
     Stage("prompts", stage_prompts, lambda c: []),
-    Stage("rollouts", stage_rollouts, lambda c: list(c.rollout_models())),
-    Stage("propose", stage_propose, lambda c: [c.roles.get("proposer")]),
-    Stage("refine", stage_refine,
-          lambda c: [c.roles.get("proposer"), c.verifier(c.refine.verifier)]),
+    Stage("rollouts", stage_rollouts,
+          lambda c: list(c.rollout_models()) if c.rollouts.num_samples else []),
+    Stage("propose", stage_propose, _proposing),
+    Stage("refine", stage_refine, lambda c: [c.roles.get("proposer"), c.verifier(c.refine.verifier)]
+          if c.refine.iterations else []),
     Stage("verify", stage_verify, lambda c: [c.verifier()]),
     # compare starts and stops each verifier in turn
     Stage("compare", stage_compare, lambda c: [], switchable=True),

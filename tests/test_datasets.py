@@ -246,6 +246,7 @@ def test_healthbench_prompts_rubrics_and_ideal_candidates(tmp_path):
             text="See a doctor if it worsens.",
             model="physician-ideal",
             sample_index=0,
+            reference=True,
         )
     ]
 

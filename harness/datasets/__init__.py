@@ -4,9 +4,10 @@ Inputs:
 - prompt files for `load_prompts`: `.jsonl` (`{"id", "prompt" | "messages", "domain"?,
   "metadata"?}` per line), `.parquet` with the same columns, a directory written by Hugging Face
   `datasets` (`save_to_disk`, a Dataset or a DatasetDict), the paper's `.json` list of
-  `{"prompt": ...}` objects, or a HealthBench `.jsonl`;
+  `{"prompt": ...}` objects, a HealthBench `.jsonl`, or the published rubric dataset;
 - HealthBench ("oss_eval" format) for `load_healthbench`: prompts, rubrics (points -10..10, tags)
   and the physician-written ideal completions as candidates;
+- rubrics and reference answers that come with the data, for `load_given` (harness.datasets.given);
 - the published rubric dataset (one `{"prompt", "rubrics": [{"criterion", "weight"}],
   "number_of_criteria", "total_weight"}` per line) for `import_rubric_dataset`.
 
@@ -24,12 +25,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from harness.datasets.given import (
+    PROPOSE_ALL,
+    RUBRIC_FORMATS,
+    GivenData,
+    carries_rubrics,
+    file_format,
+    load_given,
+)
 from harness.datasets.locations import invalid_record, location, repeat_of
 from harness.datasets.rubric_sets import (
     IDEAL_MODEL,
@@ -43,11 +51,17 @@ from harness.types import Candidate, Prompt, Rubric
 
 __all__ = [
     "IDEAL_MODEL",
+    "PROPOSE_ALL",
+    "RUBRIC_FORMATS",
     "SUPPORTED_PROMPT_FORMATS",
+    "GivenData",
     "HealthBenchData",
+    "carries_rubrics",
     "export_rubric_dataset",
+    "file_format",
     "import_rubric_dataset",
     "load_candidates",
+    "load_given",
     "load_healthbench",
     "load_prompts",
     "load_rubrics",
@@ -82,8 +96,11 @@ def _load_prompts(path: Path) -> list[Prompt]:
         raise InputError(f"{path}: cannot read (no such file or directory)")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        if _is_healthbench(path):
+        kind = file_format(path)
+        if kind == "healthbench":
             return load_healthbench(path).prompts
+        if kind == "published":
+            return import_rubric_dataset(path)[0]
         return _parse_prompts(path, read_lines(path), "line", _prompt_fields)
     if suffix == ".parquet":
         return _parse_prompts(path, enumerate(_parquet_rows(path)), "row", _table_fields)
@@ -134,12 +151,6 @@ def _table_fields(raw: dict[str, Any]) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"metadata: not valid JSON ({exc.msg})") from None
     return _prompt_fields(fields)
-
-
-def _is_healthbench(path: Path) -> bool:
-    with closing(read_lines(path)) as lines:
-        first = next(lines, None)
-    return first is not None and "prompt_id" in first[1] and "rubrics" in first[1]
 
 
 def _json_list_rows(path: Path) -> Iterator[Row]:

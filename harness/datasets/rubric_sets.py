@@ -112,6 +112,7 @@ def _add_healthbench_line(data: HealthBenchData, line: _HealthBenchLine) -> None
                 text=ideal.ideal_completion,
                 model=IDEAL_MODEL,
                 sample_index=0,
+                reference=True,
             )
         )
 

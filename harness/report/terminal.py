@@ -76,6 +76,14 @@ def stage_results_table(results: list) -> RichTable:
     return table
 
 
+def import_table(kind: str, counts: dict[str, int]) -> RichTable:
+    """What `harness import` brought in, by kind of record."""
+    table = RichTable("records", "count", title=f"imported: {kind}", title_justify="left")
+    for name, count in counts.items():
+        table.add_row(name.replace("_", " "), str(count))
+    return table
+
+
 def refine_iterations_table(stats: list) -> RichTable:
     """One row per Refinement-through-Differentiation iteration (`IterationStats`)."""
     table = RichTable("iteration", "prompts", "refined", "failed", "tied before",

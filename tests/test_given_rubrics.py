@@ -1,0 +1,210 @@
+"""Rubrics and reference answers that come with the data (issue 13, points 1, 2 and 5), driven
+through the `harness` command on scripted roles: a HealthBench file as the prompts makes the
+physicians' rubrics version 0, the proposer writes only the missing rubrics, ideal completions
+join the candidates marked as references, and `harness import` brings one file into a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from harness.cli import main
+from harness.datasets import file_format
+from harness.proposer import keep_given_points
+from harness.types import Criterion, Rubric
+
+ROLE = "{backend: scripted, model: %s, rule: synthetic}"
+PROFILE = f"""
+run_name: r
+rollouts: {{num_samples: 2}}
+propose: {{min_criteria: 2, max_criteria: 4}}
+refine: {{iterations: 0}}
+eval: {{compare: false, train: false, judge: false, overoptimization: false, theory: false}}
+roles:
+  policy: {ROLE % "policy"}
+  verifier: {ROLE % "verifier"}
+"""
+PROPOSER = {"roles.proposer.backend": "scripted", "roles.proposer.model": "proposer",
+            "roles.proposer.rule": "synthetic"}  # fmt: skip
+
+
+def healthbench_line(n: int, ideal: str | None = "See a doctor today.") -> dict:
+    return {
+        "prompt_id": f"hb-{n}",
+        "prompt": [{"role": "user", "content": f"Question {n} about my chest pain."}],
+        "rubrics": [
+            {"criterion": "Advises emergency care.", "points": 9, "tags": ["axis:accuracy"]},
+            {"criterion": "Recommends aspirin for all.", "points": -6, "tags": ["axis:accuracy"]},
+            {"criterion": "Asks about onset.", "points": 4, "tags": ["axis:context_awareness"]},
+        ],
+        "example_tags": ["theme:emergency_referrals"],
+        "ideal_completions_data": {"ideal_completion": ideal} if ideal else None,
+    }
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def harness(folder: Path, *args: str, proposer: bool = False, **settings: str) -> Result:
+    (folder / "profile.yaml").write_text(PROFILE)
+    settings = {"runs_dir": str(folder / "runs"), **(PROPOSER if proposer else {}), **settings}
+    command = [args[0], "-c", str(folder / "profile.yaml"), *args[1:]]
+    overrides = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+    return CliRunner().invoke(main, command + overrides)
+
+
+def succeeded(result: Result) -> Result:
+    assert result.exit_code == 0, f"{result.exception!r}\n{result.output[-3000:]}"
+    return result
+
+
+def records(folder: Path, name: str) -> list[dict]:
+    text = (folder / "runs" / "r" / name).read_text()
+    return [json.loads(line) for line in text.split("\n") if line]
+
+
+def stage_counts(folder: Path, stage: str) -> dict:
+    return json.loads((folder / "runs" / "r" / "stages.json").read_text())[stage]
+
+
+@pytest.fixture
+def healthbench(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "hb.jsonl", [healthbench_line(1), healthbench_line(2, None)])
+
+
+def test_healthbench_rubrics_are_version_0_without_a_proposer(tmp_path, healthbench):
+    succeeded(harness(tmp_path, "verify", **{"data.prompts": str(healthbench)}))
+    rubrics = records(tmp_path, "rubrics.jsonl")
+    assert [(r["prompt_id"], r["version"]) for r in rubrics] == [("hb-1", 0), ("hb-2", 0)]
+    assert [c["weight"] for c in rubrics[0]["criteria"]] == [9, -6, 4]
+    assert rubrics[0]["criteria"][2]["tags"] == ["axis:context_awareness"]
+    counts = stage_counts(tmp_path, "prompts")
+    assert counts["given_rubrics"] == 2 and counts["penalty_criteria"] == 2
+    assert counts["references"] == 1
+    assert stage_counts(tmp_path, "propose")["proposed"] == 0
+    candidates = records(tmp_path, "candidates.jsonl")
+    references = [c for c in candidates if c["reference"]]
+    assert [(c["id"], c["model"]) for c in references] == [("hb-1:ideal:0", "physician-ideal")]
+    # the reference is verified and rewarded like any candidate
+    assert "hb-1:ideal:0" in {r["candidate_id"] for r in records(tmp_path, "rewards.jsonl")}
+
+
+def test_references_can_be_left_out(tmp_path, healthbench):
+    overrides = {"data.prompts": str(healthbench), "data.references": "ignore"}
+    succeeded(harness(tmp_path, "verify", **overrides))
+    assert not any(c["reference"] for c in records(tmp_path, "candidates.jsonl"))
+
+
+def test_propose_writes_only_the_missing_rubrics(tmp_path):
+    rows = [{"id": f"p{i}", "prompt": f"Q{i}?"} for i in (1, 2, 3)]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    kind = Criterion(id="c1", text="Is kind.", weight=2)
+    given = Rubric(prompt_id="p2", version=3, criteria=(kind,))
+    rubric_file = tmp_path / "given.jsonl"
+    rubric_file.write_text(given.model_dump_json() + "\n")
+    overrides = {"data.prompts": str(prompts), "data.rubrics": str(rubric_file)}
+    succeeded(harness(tmp_path, "propose", proposer=True, **overrides))
+    rubrics = records(tmp_path, "rubrics.jsonl")
+    assert [r["prompt_id"] for r in rubrics] == ["p1", "p2", "p3"]
+    assert rubrics[1]["criteria"] == [given.criteria[0].model_dump(mode="json")]
+    assert rubrics[1]["version"] == 0  # another run's newest version seeds this run
+    counts = stage_counts(tmp_path, "propose")
+    assert (counts["given"], counts["proposed"]) == (1, 2)
+
+
+def test_missing_rubrics_without_a_proposer_fail_in_one_line(tmp_path):
+    rows = [{"id": "p1", "prompt": "Q?"}, {"id": "p2", "prompt": "R?"}]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    rubric_file = tmp_path / "given.jsonl"
+    rubric = Rubric(prompt_id="p1", criteria=(Criterion(id="c1", text="Is kind.", weight=2),))
+    rubric_file.write_text(rubric.model_dump_json() + "\n")
+    result = harness(tmp_path, "propose", **{"data.prompts": str(prompts),
+                                             "data.rubrics": str(rubric_file)})  # fmt: skip
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "1 of 2 prompts have no given rubric (first: 'p2')" in message
+    assert "roles.proposer" in message
+
+
+def test_rubrics_of_other_prompts_are_an_error(tmp_path, healthbench):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "p1", "prompt": "Q?"}])
+    overrides = {"data.prompts": str(prompts), "data.rubrics": str(healthbench)}
+    result = harness(tmp_path, "propose", proposer=True, **overrides)
+    assert result.exit_code != 0
+    assert f"{healthbench}: none of its 2 rubrics is for a prompt of this run" in str(
+        result.exception
+    )
+
+
+def test_data_rubrics_propose_ignores_the_physicians(tmp_path, healthbench):
+    overrides = {"data.prompts": str(healthbench), "data.rubrics": "propose"}
+    succeeded(harness(tmp_path, "propose", proposer=True, **overrides))
+    assert stage_counts(tmp_path, "propose")["proposed"] == 2
+    assert all(c["weight"] in (1, 2, 3) for r in records(tmp_path, "rubrics.jsonl")
+               for c in r["criteria"])  # fmt: skip
+
+
+def test_published_rubrics_match_prompts_by_text(tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "mine", "prompt": "Explain DKA."}])
+    published = write_jsonl(tmp_path / "pub.jsonl", [{
+        "prompt": "Explain DKA.", "rubrics": [{"criterion": "Mentions insulin.", "weight": 3}],
+        "number_of_criteria": 1, "total_weight": 3}])  # fmt: skip
+    overrides = {"data.prompts": str(prompts), "data.rubrics": str(published)}
+    succeeded(harness(tmp_path, "propose", **overrides))
+    [rubric] = records(tmp_path, "rubrics.jsonl")
+    assert rubric["prompt_id"] == "mine" and rubric["criteria"][0]["text"] == "Mentions insulin."
+
+
+def test_only_the_given_responses_with_no_samples(tmp_path, healthbench):
+    overrides = {"data.prompts": str(healthbench), "rollouts.num_samples": "0",
+                 "roles.policy": "null"}  # fmt: skip
+    succeeded(harness(tmp_path, "verify", **overrides))
+    assert [c["id"] for c in records(tmp_path, "candidates.jsonl")] == ["hb-1:ideal:0"]
+
+
+def test_import_brings_one_file_into_a_run(tmp_path, healthbench):
+    result = succeeded(harness(tmp_path, "import", str(healthbench), "--run", "r"))
+    assert "imported: HealthBench" in result.output
+    source = json.loads((tmp_path / "runs" / "r" / "imported" / "source.json").read_text())
+    assert (source["prompts"], source["penalty_criteria"], source["references"]) == (2, 2, 1)
+    # the run now starts from the imported file, whatever data.prompts says
+    succeeded(harness(tmp_path, "verify"))
+    assert [p["id"] for p in records(tmp_path, "prompts.jsonl")] == ["hb-1", "hb-2"]
+    assert stage_counts(tmp_path, "propose")["given"] == 2
+
+
+def test_import_of_a_bad_file_names_line_and_field(tmp_path):
+    bad = write_jsonl(tmp_path / "hb.jsonl", [healthbench_line(1), {**healthbench_line(2),
+                      "rubrics": [{"criterion": "x", "points": 11}]}])  # fmt: skip
+    result = harness(tmp_path, "import", str(bad), "--run", "r")
+    assert result.exit_code != 0
+    assert f"{bad}:2: rubrics.0.points:" in str(result.exception)
+    assert not (tmp_path / "runs" / "r" / "imported").exists()
+
+
+def test_file_formats_are_told_apart(tmp_path, healthbench):
+    assert file_format(healthbench) == "healthbench"
+    assert file_format(write_jsonl(tmp_path / "e.jsonl", [])) is None
+    assert file_format(write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "b"}])) == "other"
+
+
+def test_refinement_keeps_a_clinicians_points_on_kept_criteria():
+    given = Rubric(prompt_id="p", criteria=(
+        Criterion(id="c1", text="Advises emergency care.", weight=9, tags=("axis:accuracy",)),
+        Criterion(id="c2", text="Recommends aspirin  for all.", weight=-6),
+        Criterion(id="c3", text="Is brief.", weight=1, tags=("axis:communication",)),
+    ))  # fmt: skip
+    rewritten = (
+        Criterion(id="c1", text="advises emergency care.", weight=3),  # kept: 9 and its tag
+        Criterion(id="c2", text="Recommends aspirin for all.", weight=1),  # kept: a penalty
+        Criterion(id="c3", text="Is brief.", weight=2),  # on the 1..3 scale: the rewrite's 2
+        Criterion(id="c4", text="Names a dose.", weight=2),  # new
+    )
+    kept = keep_given_points(given, rewritten)
+    assert [c.weight for c in kept] == [9, -6, 2, 2]
+    assert [c.tags for c in kept] == [("axis:accuracy",), (), ("axis:communication",), ()]
