@@ -130,6 +130,8 @@ def stage_command(last: str, help_text: str) -> click.Command:
 
         config = prepare_run(config_path, overrides, stages_through(last))
         show_stages(run_through(config, last), config.run_dir)
+        if last == "verify":
+            show_grading(config.run_dir)
 
     return command
 
@@ -144,6 +146,16 @@ def show_stages(results: list, run_dir: Path) -> None:
     if refined and RunPaths(run_dir).refine_stats_path.exists():
         console.print(refine_iterations_table(refine_stats(run_dir)))
     console.print(f"run folder: {run_dir}")
+
+
+def show_grading(run_dir: Path) -> None:
+    from harness.console import console
+    from harness.report.terminal import print_grading
+    from harness.summary_schema import Grading, read_record
+
+    grading = read_record(RunPaths(run_dir).grading_path, Grading)
+    if grading is not None:
+        print_grading(grading, console)
 
 
 for _stage, _help in (

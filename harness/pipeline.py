@@ -8,6 +8,7 @@ A stage whose backend went away (`BackendGone`) or whose verdicts are mostly uns
 
 Run folder: `prompts.jsonl`, `candidates.jsonl`, `rubrics.jsonl` (every version, with
 lineage), `refine.jsonl` (per-iteration statistics), `verdicts.jsonl`, `rewards.jsonl`,
+`grading.json` (HealthBench-style scores per model and tag),
 `skipped.jsonl` (every item a stage could not produce, with the reason), `stages.json`.
 
     harness verify -c configs/default.yaml
@@ -33,7 +34,8 @@ from harness.datasets import (
     load_prompts,
     load_rubrics,
 )
-from harness.jsonl import InputError, read_records, write_records
+from harness.grading import grade
+from harness.jsonl import InputError, read_records, write_json, write_records
 from harness.prompts import PROMPTS_DIR
 from harness.proposer import propose
 from harness.refiner import IterationStats, RefineRoles, refine
@@ -278,6 +280,7 @@ def stage_verify(run: Run) -> StageResult:
         write_records(run.verdicts_path, verdicts)
         rows = reward_rows(jobs, verdicts, run.config)
         write_records(run.rewards_path, rows)
+        write_json(run.grading_path, grade(jobs, verdicts, run.config.verify).as_record())
         unscored = sum(v.met is None for v in verdicts)
         check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
@@ -285,7 +288,8 @@ def stage_verify(run: Run) -> StageResult:
 
     inputs = [run.candidates_path, run.rubrics_path, verifier,
               run.config.verify, *run.template_files()]  # fmt: skip
-    return run_stage(run, "verify", inputs, [run.verdicts_path, run.rewards_path], body)
+    outputs = [run.verdicts_path, run.rewards_path, run.grading_path]
+    return run_stage(run, "verify", inputs, outputs, body)
 
 
 def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[dict[str, Any]]:

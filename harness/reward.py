@@ -53,11 +53,8 @@ def score(
     min_scored_share: float = MIN_SCORED_SHARE,
 ) -> float | None:
     """The reward of one response, or None when too little of the rubric could be scored."""
-    if not criteria:
-        return None
-    scored = [c for c in criteria if met.get(c.id) is not None]
-    total = sum(abs(c.weight) for c in criteria)
-    if not scored or sum(abs(c.weight) for c in scored) < min_scored_share * total:
+    scored = scored_criteria(criteria, met, min_scored_share)
+    if not scored:
         return None
     if form == "unweighted":
         return sum(met[c.id] == (c.weight > 0) for c in scored) / len(scored)
@@ -66,11 +63,39 @@ def score(
             "verify.reward: 'paper' needs positive weights; this rubric has penalties, "
             "use 'healthbench'"
         )
+    share = points_share(scored, met)
+    return None if share is None else min(1.0, max(0.0, share))
+
+
+def unclipped_score(
+    criteria: Sequence[Criterion],
+    met: Mapping[str, bool | None],
+    min_scored_share: float = MIN_SCORED_SHARE,
+) -> float | None:
+    """HealthBench's score of one response before any clipping (a penalty can take it below
+    0): points met over positive points, under the same unscored policy as `score`."""
+    scored = scored_criteria(criteria, met, min_scored_share)
+    return points_share(scored, met) if scored else None
+
+
+def scored_criteria(
+    criteria: Sequence[Criterion], met: Mapping[str, bool | None], min_scored_share: float
+) -> list[Criterion]:
+    """The criteria with a verdict; none when they carry less than `min_scored_share` of the
+    criteria's absolute weight (or when there are no criteria)."""
+    scored = [c for c in criteria if met.get(c.id) is not None]
+    total = sum(abs(c.weight) for c in criteria)
+    if not scored or sum(abs(c.weight) for c in scored) < min_scored_share * total:
+        return []
+    return scored
+
+
+def points_share(scored: Sequence[Criterion], met: Mapping[str, bool | None]) -> float | None:
+    """Points of the criteria met over the positive points; None without positive points."""
     positive = sum(c.weight for c in scored if c.weight > 0)
     if positive == 0:
         return None
-    earned = sum(c.weight for c in scored if met[c.id])
-    return min(1.0, max(0.0, earned / positive))
+    return sum(c.weight for c in scored if met[c.id]) / positive
 
 
 def raw_points(criteria: Sequence[Criterion], met: Mapping[str, bool | None]) -> int:

@@ -180,6 +180,43 @@ class Theory(Record):
     plots: dict[str, str] | None = None
 
 
+# ---------------------------------------------------------------- grading (grading.json)
+
+
+class TagScore(Record):
+    """The score of one model's responses under one tag: `kind` "prompt" for a prompt's
+    `example_tags` (e.g. theme:emergency_referrals), "criterion" for a criterion's tags (e.g.
+    axis:accuracy). `score` is None when no response had a score under the tag (n = 0)."""
+
+    tag: str
+    kind: Literal["prompt", "criterion"]
+    score: Number | None = None
+    ci95: list[Number | None] | None = None
+    n: int = 0
+
+
+class ModelGrade(Record):
+    """One source model's HealthBench-style grade: the clipped mean score of its scored
+    responses with a bootstrap interval, the unscored responses left out, and every tag."""
+
+    model: str
+    reference: bool = False
+    score: Number | None = None
+    ci95: list[Number | None] | None = None
+    n: int = 0
+    num_unscored: int = 0
+    tags: list[TagScore] = Field(default_factory=list)
+
+
+class Grading(Record):
+    """grading.json, written by the verify stage."""
+
+    resamples: int
+    seed: int
+    min_scored_share: Number | None = None
+    models: list[ModelGrade] = Field(default_factory=list)
+
+
 # ---------------------------------------------------------------- the summary
 
 
@@ -249,6 +286,7 @@ class Summary(Record):
     train: TrainSummary | None = None
     overoptimization: Overoptimization | None = None
     theory: Theory | None = None
+    grading: Grading | None = None
     plots: dict[str, str] | None = None
 
     def as_record(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from harness.summary_schema import (
 SECTIONS = [
     "At a glance",
     "Stages",
+    "Grading",
     "Pairwise judge",
     "Verifier comparison",
     "Refinement",

@@ -11,8 +11,8 @@ from typing import Any
 
 from harness.jsonl import write_bytes_atomic
 from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
-from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS
-from harness.summary_schema import Checkpoint, Summary, VerifierRow
+from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS, tag_group
+from harness.summary_schema import Checkpoint, ModelGrade, Summary, VerifierRow
 
 CHANCE = 0.5  # a probe's value for a verifier that guesses
 REPORT_MODE = 0o644  # the report is meant to be shared: readable by all, unlike run records
@@ -30,6 +30,7 @@ def make_plots(run_dir: Path, summary: Summary) -> dict[str, str]:
         "verifier_accuracy_vs_throughput": _plot_accuracy_vs_throughput,
         "overoptimization": _plot_overoptimization,
         "pairwise": _plot_pairwise,
+        "grading_axes": _plot_grading_axes,
     }
     made: dict[str, str] = {}
     for name, maker in makers.items():
@@ -281,3 +282,64 @@ def _plot_pairwise(summary: Summary, figure_type: type) -> Any:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _plot_grading_axes(summary: Summary, figure_type: type) -> Any:
+    """The overall score and the score on each axis:... tag, one bar per model, with the 95%
+    bootstrap interval as whiskers."""
+    from matplotlib.patches import Patch
+
+    models = summary.grading.models if summary.grading else []
+    if not any(_real(m.score) is not None for m in models):
+        return None
+    axes = sorted({t.tag for m in models for t in m.tags if tag_group(t.tag) == "axis"})
+    rows = ["overall", *axes]
+    height = 0.8 / len(models)
+    fig = figure_type(figsize=(WIDTH_IN, 0.9 + 0.3 * len(rows) * len(models) + 0.4))
+    ax = fig.subplots()
+    handles = []
+    for j, model in enumerate(models):
+        label = fmt_text(model.model) + (" (reference)" if model.reference else "")
+        handles.append(Patch(color=f"C{j}", label=label))
+        for i, row in enumerate(rows):
+            y = i + (j - (len(models) - 1) / 2) * height
+            _grade_bar(ax, y, height, f"C{j}", *_grade_of(model, row))
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.invert_yaxis()  # overall on top
+    ax.set_xlim(0, 1.12)  # room for the value after a whisker that ends at 1
+    ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_xlabel("score (0–1): points met over positive points, mean clipped to [0, 1]")
+    ax.set_title("Grading by axis per model (whiskers: 95% bootstrap interval)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+              ncol=min(3, len(models)), frameon=False, fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def _grade_bar(
+    ax: Any, y: float, height: float, color: str, score: float | None, ci: tuple[float, float]
+) -> None:
+    """One model's bar on one row, its whisker and its value; "n/a" where it has no score."""
+    if score is None:
+        ax.text(0.005, y, "n/a", va="center", fontsize=6, color="grey")
+        return
+    low, high = ci
+    ax.barh([y], [score], height=height, color=color)
+    ax.errorbar([score], [y], xerr=[[score - low], [high - score]], fmt="none", ecolor="black",
+                capsize=2, lw=0.8)  # fmt: skip
+    ax.text(high + 0.01, y, f"{score:.2f}", va="center", fontsize=6)
+
+
+def _grade_of(model: ModelGrade, row: str) -> tuple[float | None, tuple[float, float]]:
+    """A model's score on a row ("overall" or a tag) and its interval (the score itself at
+    both ends where the interval is missing)."""
+    if row == "overall":
+        score, ci = _real(model.score), model.ci95
+    else:
+        found = next((t for t in model.tags if t.tag == row), None)
+        score, ci = (_real(found.score), found.ci95) if found else (None, None)
+    bounds = [_real(b) for b in ci or []]
+    if score is None or len(bounds) != 2 or None in bounds:
+        return score, (score or 0.0, score or 0.0)
+    return score, (bounds[0] or 0.0, bounds[1] or 0.0)

@@ -23,6 +23,7 @@ from harness.report.tables import (
     Section,
     _absent,
     _figures,
+    grading_table,
     overoptimization_table,
     pairwise_table,
     refine_table,
@@ -36,6 +37,7 @@ from harness.report.tables import (
 from harness.summary_schema import Peak, Summary, Theory, VerifierRow
 
 TAIL_TOLERANCE = 0.05
+GRADING_AXES_CAPTION = "Overall and per-axis score of each model, with 95% bootstrap intervals"
 
 
 def glance_items(summary: Summary) -> list[tuple[str, str]]:
@@ -139,6 +141,7 @@ def build_sections(summary: Summary) -> list[Section]:
     sections = [
         Section("At a glance", [Items(glance_items(summary))]),
         Section("Stages", [stages_table(summary) or _absent(summary, (), "stage records")]),
+        _grading_section(summary),
         _pairwise_section(summary),
         _verifier_section(summary),
         _refine_section(summary),
@@ -299,3 +302,24 @@ def _unscored_section(summary: Summary) -> Section:
         'score and metric, never counted as "no" or as a loss.'
     )
     return Section("Unscored", [text, table or Note("Not run: no unscored counts recorded.")])
+
+
+def _grading_section(summary: Summary) -> Section:
+    table = grading_table(summary)
+    if table is None:
+        return Section("Grading", [_absent(summary, ("verify",), "graded responses")])
+    return Section(
+        "Grading",
+        [
+            "HealthBench-style grading, one source model at a time. A response scores the "
+            "points of the criteria it meets over its rubric's positive points, not clipped "
+            "(a penalty can take it below 0); a model's score is the mean over its responses, "
+            "clipped to [0, 1], with a 95% percentile bootstrap interval over responses. A "
+            "prompt tag (theme:...) scores the responses to the prompts that carry it; a "
+            "criterion tag (axis:...) scores each response over only the criteria with that "
+            "tag, leaving out responses whose tagged criteria have no positive points. A "
+            "response with too little of its rubric scored is unscored: left out and counted.",
+            table,
+            *_figures(summary, [("grading_axes", GRADING_AXES_CAPTION)], "grading"),
+        ],
+    )

@@ -15,6 +15,7 @@ from harness.stages import STAGES
 from harness.summary_schema import (
     SCHEMA_VERSION,
     CompareMetrics,
+    Grading,
     Machine,
     Overoptimization,
     PairwiseSummary,
@@ -53,6 +54,7 @@ def build_summary(config: HarnessConfig, profile: str, results: list | None = No
         train=train,
         overoptimization=read_record(paths.overoptimization_path, Overoptimization),
         theory=validate_record(paths.theory_path, Theory, theory),
+        grading=read_record(paths.grading_path, Grading),
         plots=plots,
     )
 

@@ -320,3 +320,54 @@ def _unscored_counts(unscored: Unscored) -> list[tuple[str, int | None]]:
         else:
             counts.append((stage, getattr(unscored, stage)))
     return counts
+
+
+# ---------------------------------------------------------------- grading (HealthBench-style)
+
+TAG_GROUPS = ("axis", "theme")  # shown first, in this order; other prefixes follow by name
+
+
+def tag_group(tag: str) -> str:
+    """The prefix a tag is grouped by ("axis" of "axis:accuracy"); "" for a bare tag."""
+    prefix, colon, _ = tag.partition(":")
+    return prefix if colon else ""
+
+
+def tag_order(tag: str) -> tuple[int, str, str]:
+    group = tag_group(tag)
+    rank = TAG_GROUPS.index(group) if group in TAG_GROUPS else len(TAG_GROUPS)
+    return rank, group, tag
+
+
+def fmt_grade(score: float | None, ci95: list | None) -> str:
+    """A score with its interval, "0.250 [0.000, 1.000]"; n/a without responses."""
+    if _real(score) is None:
+        return NA
+    bounds = [_real(b) for b in ci95 or []]
+    if len(bounds) != 2 or None in bounds:
+        return fmt_metric(score)
+    return f"{fmt_metric(score)} [{fmt_metric(bounds[0])}, {fmt_metric(bounds[1])}]"
+
+
+def grading_table(summary: Summary) -> Table | None:
+    """Rows: overall, the unscored responses, then every tag grouped by prefix; columns: each
+    model's score [95% interval] and n."""
+    grading = summary.grading
+    if grading is None or not grading.models:
+        return None
+    models = grading.models
+    headers = ["tag"]
+    for m in models:
+        headers += [fmt_text(m.model) + (" (reference)" if m.reference else ""), "n"]
+    overall, unscored = ["overall"], ["unscored (left out)"]
+    for m in models:
+        overall += [fmt_grade(m.score, m.ci95), fmt_number(m.n)]
+        unscored += ["", fmt_number(m.num_unscored)]
+    rows = [overall, unscored]
+    for tag in sorted({t.tag for m in models for t in m.tags}, key=tag_order):
+        row = [tag]
+        for m in models:
+            found = next((t for t in m.tags if t.tag == tag), None)
+            row += [fmt_grade(found.score, found.ci95), fmt_number(found.n)] if found else [NA, "0"]
+        rows.append(row)
+    return Table(headers, rows, "l" + "r" * (len(headers) - 1))

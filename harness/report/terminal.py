@@ -15,6 +15,7 @@ from harness.report.sections import glance_items
 from harness.report.tables import (
     Table,
     _absent,
+    grading_table,
     pairwise_table,
     refine_table,
     stages_table,
@@ -25,7 +26,7 @@ from harness.report.tables import (
     verifier_compact_table,
     verifier_speed_table,
 )
-from harness.summary_schema import CompareMetrics, Summary
+from harness.summary_schema import CompareMetrics, Grading, Summary
 
 
 def print_summary(summary: Summary, console: Console) -> None:
@@ -37,6 +38,7 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(Text.assemble(("• ", "dim"), (f"{label}: ", "bold"), text))
     views = (
         ("Stages", stages_table, (), "stage records"),
+        ("Grading", grading_table, ("verify",), "graded responses"),
         ("Pairwise judge", pairwise_table, ("judge",), "pairwise results"),
         ("Verifier comparison", verifier_compact_table, ("compare",), "verifier results"),
         ("Refinement", refine_table, ("refine",), "refinement iterations"),
@@ -147,6 +149,13 @@ def print_verifier_comparison(metrics: CompareMetrics, console: Console) -> None
             f"off-topic acc: own response preferred over another prompt's under the same rubric "
             f"({metrics.off_topic_per_prompt} per prompt; 0.5 = random)"
         )
+
+
+def print_grading(grading: Grading, console: Console) -> None:
+    """grading.json: each model's score, overall and by tag, as `harness verify` ends."""
+    table = grading_table(Summary(grading=grading))
+    if table is not None:
+        console.print(rich_table("grading (HealthBench-style, 95% bootstrap interval)", table))
 
 
 def tiny_models_table(rows: list[dict]) -> RichTable:
