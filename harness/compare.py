@@ -1,17 +1,22 @@
 """Verifier-size comparison: every verifier of the profile checks the same (prompt, response,
 rubric) set, and each is measured against a reference: a designated verifier (by default the
-largest) or human labels (`compare.labels`: one JSONL line per prompt_id, candidate_id,
-criterion_id with a boolean `label`, as in HealthBench's physician meta-evaluation).
+largest) or clinicians' labels (`compare.labels`, else the run's `imported/labels.jsonl`; read
+by harness.labels, in the harness's layout or HealthBench's meta-evaluation one), whose
+majority label per (response, criterion) is the reference; an even split has none and is left
+out. With labels, `compare/metrics.json` also holds the clinicians' block: how many labelled
+items the run has and has not, and the clinician-to-clinician ceiling (HealthBench's pooled
+pairwise macro F1), and each verifier's pooled pairwise macro F1 against the individual
+clinicians on the same items.
 
-Per verifier: agreement on verdicts (accuracy, balanced accuracy, Cohen's kappa, F1 per
-class), rank correlation of response scores within a prompt, pairwise ranking accuracy overall
-and in the high-reward tail (pairs among a prompt's top quartile by reference score: the
-paper's Table 2 probe), agreement on the pair RTD would refine on, the unscored rate, and cost:
-criteria and output tokens per second, request latency p50/p95, peak memory of the serving
-processes, and parameter count. Timings bypass the completion cache: every request reaches
-the model. Each verifier, the reference included, also gets the off-topic preference probe
-(harness.offtopic): its jobs are verified, timed and stored with the others, but every
-agreement, pairwise and tail metric reads the on-topic jobs only.
+Per verifier: agreement on verdicts (accuracy, balanced accuracy, Cohen's kappa, F1 per class
+and their mean, the macro F1), rank correlation of response scores within a prompt, pairwise
+ranking accuracy overall and in the high-reward tail (pairs among a prompt's top quartile by
+reference score: the paper's Table 2 probe), agreement on the pair RTD would refine on, the
+unscored rate, and cost: criteria and output tokens per second, request latency p50/p95, peak
+memory of the serving processes, and parameter count. Timings bypass the completion cache:
+every request reaches the model. Each verifier, the reference included, also gets the off-topic
+preference probe (harness.offtopic): its jobs are verified, timed and stored with the others,
+but every agreement, pairwise and tail metric reads the on-topic jobs only.
 
 Files: `compare/<label>.verdicts.jsonl` and `compare/<label>.measure.json` per verifier (a
 rerun measures only the verifiers not yet done), `compare/metrics.json`.
@@ -31,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import HarnessConfig, RoleConfig
-from harness.jsonl import InputError, read_lines, read_records, write_json, write_records
+from harness.jsonl import InputError, read_records, write_json, write_records
+from harness.labels import (
+    MatchedLabels,
+    clinician_ceiling,
+    clinician_macro_f1,
+    load_labels,
+    majority_labels,
+    match_labels,
+)
 from harness.machine import nvidia_smi
 from harness.metrics import (
     agreement,
@@ -44,7 +57,8 @@ from harness.offtopic import off_topic_jobs, off_topic_row
 from harness.refiner import select_pair
 from harness.reward import PromptRewards, rewards
 from harness.roles import Role
-from harness.summary_schema import CompareMetrics, Reference, VerifierRow
+from harness.runstate import RunPaths
+from harness.summary_schema import Clinicians, CompareMetrics, Reference, VerifierRow
 from harness.types import Candidate, Verdict
 from harness.verifier import Job, verify
 
@@ -167,27 +181,20 @@ def reference_label(config: HarnessConfig, measurements: dict[str, Measurement])
     return max(sized)[2]
 
 
-def load_labels(path: Path) -> dict[tuple[str, str], bool]:
-    """Human labels: (candidate id, criterion id) -> met."""
-    labels = {}
-    for line_number, row in read_lines(path):
-        missing = [k for k in ("candidate_id", "criterion_id", "label") if k not in row]
-        if missing:
-            raise InputError(f"{path}:{line_number}: missing field {missing[0]!r}")
-        value = row["label"]
-        if isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
-            value = value.lower() in ("yes", "true")
-        if not isinstance(value, bool):
-            raise InputError(f"{path}:{line_number}: field 'label' must be true/false or yes/no")
-        labels[(row["candidate_id"], row["criterion_id"])] = value
-    return labels
+def labels_source(config: HarnessConfig, run_paths: RunPaths) -> Path | None:
+    """The clinicians' labels to compare against: `compare.labels`, else the labels
+    `harness import` brought into the run, else none (a reference verifier)."""
+    if config.compare.labels:
+        return config.project_path(config.compare.labels)
+    imported = run_paths.imported_labels_path
+    return imported if imported.is_file() else None
 
 
 def label_verdicts(
     jobs: Sequence[Job], labels: dict[tuple[str, str], bool], source: str
 ) -> list[Verdict]:
-    """The human labels of the jobs' criteria as verdicts (criteria without a label left out),
-    so that they are scored by the same reward path as a verifier's."""
+    """Labels of the jobs' criteria as verdicts (criteria without a label left out), so that
+    they are scored by the same reward path as a verifier's."""
     return [
         Verdict(prompt_id=job.prompt.id, candidate_id=job.candidate.id,
                 rubric_version=job.rubric.version, criterion_id=c.id,
@@ -234,7 +241,7 @@ def verifier_metrics(
     config: HarnessConfig,
 ) -> dict[str, Any]:
     """Every comparison metric of one verifier against the reference verdicts (a verifier's
-    or the human labels')."""
+    or the clinicians' majority labels)."""
     table, reference_table = verdict_table(verdicts), verdict_table(reference)
     keys = [k for k in table if k in reference_table]
     agree = agreement([table[k] for k in keys], [reference_table[k] for k in keys])
@@ -246,6 +253,7 @@ def verifier_metrics(
         "model": measurement.model,
         "params": measurement.params,
         **{k: agree[k] for k in ("accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no")},
+        "macro_f1": agree["macro_f1"],
         **ranking,
         "unscored_rate": sum(v.met is None for v in verdicts) / len(verdicts) if verdicts else None,
         "num_unscored": sum(v.met is None for v in verdicts),
@@ -295,11 +303,15 @@ def compare_verifiers(
     templates: Path,
     folder: Path,
     fingerprint: str,
+    *,
+    labels: Path | None,
 ) -> CompareMetrics:
     """Measure every verifier on `jobs` and the off-topic probe's jobs (reusing finished ones;
     with `eval.stop_idle_engines`, one engine at a time), then score each against the
-    reference, and on the probe. `pool` is the run's RolePool."""
+    reference (the clinicians' majority label where `labels` names a file, see
+    `labels_source`), and on the probe. `pool` is the run's RolePool."""
     folder.mkdir(parents=True, exist_ok=True)
+    matched = match_labels(load_labels(labels), jobs) if labels is not None else None
     probe = off_topic_jobs(jobs, config.compare.off_topic_per_prompt)
     results: dict[str, tuple[list[Verdict], Measurement]] = {}
     for verifier in config.roles.verifier:
@@ -307,20 +319,36 @@ def compare_verifiers(
             pool, verifier, [*jobs, *probe], config, templates, folder, fingerprint
         )
     on_topic = {label: on_topic_verdicts(v, probe) for label, (v, _) in results.items()}
-    reference, ref = _reference(jobs, results, on_topic, config)
+    reference, ref = _reference(jobs, results, on_topic, config, matched)
     rows = []
     for label, (verdicts, measurement) in results.items():
         row = verifier_metrics(jobs, on_topic[label], reference, measurement, config)
         row |= probe_metrics(jobs, probe, verdicts, config)
+        if matched is not None:
+            row["clinician_macro_f1"] = clinician_macro_f1(verdict_table(on_topic[label]), matched)
         rows.append(row | {"reference": ref["kind"] == "verifier" and label == ref["label"]})
     summary = CompareMetrics(
         reference=Reference.model_validate(ref),
         verifiers=[VerifierRow.model_validate(row) for row in rows],
         tail_quantile=config.compare.tail_quantile,
         off_topic_per_prompt=config.compare.off_topic_per_prompt,
+        **({"clinicians": clinicians_block(matched)} if matched is not None else {}),
     )
     write_json(folder / "metrics.json", summary.as_record())
     return summary
+
+
+def clinicians_block(matched: MatchedLabels) -> Clinicians:
+    """What the labels held, what of it the run has, and the clinician-to-clinician ceiling."""
+    majorities = majority_labels(matched)
+    return Clinicians(
+        source=str(matched.path),
+        num_labelled=matched.num_labelled,
+        num_matched=len(matched.items),
+        num_unmatched=matched.num_unmatched,
+        num_no_majority=sum(m is None for m in majorities.values()),
+        **clinician_ceiling(matched),
+    )
 
 
 def _reference(
@@ -328,13 +356,14 @@ def _reference(
     results: dict[str, tuple[list[Verdict], Measurement]],
     on_topic: dict[str, list[Verdict]],
     config: HarnessConfig,
+    matched: MatchedLabels | None,
 ) -> tuple[list[Verdict], dict[str, str]]:
-    """The reference verdicts (human labels, else the reference verifier's on-topic ones) and
-    what they are, for metrics.json."""
-    if config.compare.labels:
-        labels = load_labels(config.project_path(config.compare.labels))
-        reference = label_verdicts(jobs, labels, config.compare.labels)
-        return reference, {"kind": "labels", "label": config.compare.labels}
+    """The reference verdicts (the clinicians' majority labels, an even split left out, else
+    the reference verifier's on-topic ones) and what they are, for metrics.json."""
+    if matched is not None:
+        majorities = {k: m for k, m in majority_labels(matched).items() if m is not None}
+        source = str(matched.path)
+        return label_verdicts(jobs, majorities, source), {"kind": "labels", "label": source}
     label = reference_label(config, {label: m for label, (_, m) in results.items()})
     return on_topic[label], {"kind": "verifier", "label": label}
 

@@ -248,14 +248,16 @@ def agreement(
             "kappa": None,
             "f1_yes": None,
             "f1_no": None,
+            "macro_f1": None,
             "unscored": num_unscored,
         }
     return {"n": len(both), **confusion_metrics(both), "unscored": num_unscored}
 
 
 def confusion_metrics(both: Sequence[tuple[bool, bool]]) -> dict[str, float | None]:
-    """Accuracy, balanced accuracy, Cohen's kappa and F1 per class of (predicted, reference)
-    pairs, at least one."""
+    """Accuracy, balanced accuracy, Cohen's kappa, F1 per class and their mean, the macro F1
+    HealthBench's meta-evaluation reports (a class neither predicted nor present is left out
+    of the mean), of (predicted, reference) pairs, at least one."""
     n = len(both)
     true_yes = sum(p and r for p, r in both)
     true_no = sum(not p and not r for p, r in both)
@@ -269,12 +271,15 @@ def confusion_metrics(both: Sequence[tuple[bool, bool]]) -> dict[str, float | No
         recalls.append(true_no / (true_no + false_yes))
     predicted_yes, reference_yes = (true_yes + false_yes) / n, (true_yes + false_no) / n
     expected = predicted_yes * reference_yes + (1 - predicted_yes) * (1 - reference_yes)
+    f1s = [f1_score(true_yes, false_yes, false_no), f1_score(true_no, false_no, false_yes)]
+    defined = [f1 for f1 in f1s if f1 is not None]
     return {
         "accuracy": accuracy,
         "balanced_accuracy": sum(recalls) / len(recalls),
         "kappa": cohen_kappa(accuracy, expected),
-        "f1_yes": f1_score(true_yes, false_yes, false_no),
-        "f1_no": f1_score(true_no, false_no, false_yes),
+        "f1_yes": f1s[0],
+        "f1_no": f1s[1],
+        "macro_f1": sum(defined) / len(defined),
     }
 
 

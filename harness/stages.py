@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import capabilities_of
-from harness.compare import compare_verifiers
+from harness.compare import compare_verifiers, labels_source
 from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates
 from harness.jsonl import read_rows, write_json, write_records
@@ -67,7 +67,8 @@ def verification_jobs(run: Run) -> list[Job]:
 
 def stage_compare(run: Run) -> StageResult:
     config = run.config
-    labels = [config.project_path(config.compare.labels)] if config.compare.labels else []
+    labels_path = labels_source(config, run)
+    labels = [labels_path] if labels_path is not None else []
     inputs = [
         run.candidates_path,
         run.rubrics_path,
@@ -87,6 +88,7 @@ def stage_compare(run: Run) -> StageResult:
             run.templates,
             run.compare_dir,
             fingerprint("compare", *inputs),
+            labels=labels_path,
         )
         rows = metrics.verifiers
         return {

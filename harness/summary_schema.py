@@ -52,6 +52,9 @@ class VerifierRow(Record):
     kappa: Number | None = None
     f1_yes: Number | None = None
     f1_no: Number | None = None
+    macro_f1: Number | None = None  # the mean of F1 yes and F1 no, as HealthBench reports it
+    # against each clinician's own label, pooled over the items two or more labelled
+    clinician_macro_f1: Number | None = None
     spearman: Number | None = None
     pairwise_accuracy: Number | None = None
     tail_pairwise_accuracy: Number | None = None
@@ -85,6 +88,23 @@ class Reference(Record):
     label: str | None = None
 
 
+class Clinicians(Record):
+    """Clinicians' labels as the reference: the labelled items, those the run has (matched)
+    and has not, those without a majority (an even split), and the clinician-to-clinician
+    ceiling: every ordered pair of two clinicians' labels on an item two or more labelled,
+    pooled, as HealthBench's meta-evaluation scores a physician."""
+
+    source: str | None = None
+    num_labelled: int | None = None
+    num_matched: int | None = None
+    num_unmatched: int | None = None
+    num_no_majority: int | None = None
+    num_multi_rated: int | None = None
+    num_rater_pairs: int | None = None
+    rater_agreement: Number | None = None
+    rater_macro_f1: Number | None = None
+
+
 class CompareMetrics(Record):
     """compare/metrics.json."""
 
@@ -92,6 +112,7 @@ class CompareMetrics(Record):
     verifiers: list[VerifierRow]
     tail_quantile: Number | None = None
     off_topic_per_prompt: int | None = None
+    clinicians: Clinicians | None = None  # when clinicians' labels were the reference
 
 
 class PairwiseSummary(Record):
@@ -282,6 +303,7 @@ class Summary(Record):
     refine: list[RefineRow] | None = None
     verifiers: list[VerifierRow] | None = None
     reference: Reference | None = None
+    clinicians: Clinicians | None = None
     pairwise: PairwiseSummary | None = None
     train: TrainSummary | None = None
     overoptimization: Overoptimization | None = None

@@ -14,7 +14,7 @@ from harness.compare import (
     compare_verifiers,
     count_parameters,
     label_verdicts,
-    load_labels,
+    labels_source,
     reference_label,
     verifier_metrics,
 )
@@ -24,6 +24,7 @@ from harness.jsonl import InputError, read_records, write_records
 from harness.offtopic import off_topic_jobs
 from harness.prompts import PROMPTS_DIR
 from harness.roles import RolePool
+from harness.runstate import RunPaths
 from harness.summary_schema import CompareMetrics, VerifierRow
 from harness.types import Candidate, Criterion, Prompt, Rubric, Verdict
 from harness.verifier import Job
@@ -102,14 +103,16 @@ def test_a_criterion_without_a_label_stays_out_of_the_reference():
     assert verdict.verifier == "labels.jsonl"
 
 
-def test_human_labels_are_read_with_file_and_line_in_errors(tmp_path: Path):
-    path = tmp_path / "labels.jsonl"
-    path.write_text('{"candidate_id": "r1", "criterion_id": "c1", "label": "yes"}\n'
-                    '{"candidate_id": "r1", "criterion_id": "c2", "label": false}\n')  # fmt: skip
-    assert load_labels(path) == {("r1", "c1"): True, ("r1", "c2"): False}
-    path.write_text('{"candidate_id": "r1", "criterion_id": "c1", "label": "maybe"}\n')
-    with pytest.raises(InputError, match=r"labels.jsonl:1: field 'label'"):
-        load_labels(path)
+def test_labels_come_from_the_profile_else_from_the_run_import(tmp_path: Path):
+    config = HarnessConfig()
+    paths = RunPaths(tmp_path / "run")
+    assert labels_source(config, paths) is None
+    paths.imported_dir.mkdir(parents=True)
+    paths.imported_labels_path.write_text("{}\n")
+    assert labels_source(config, paths) == paths.imported_labels_path
+    named = config.model_copy(update={"compare": config.compare.model_copy(
+        update={"labels": str(tmp_path / "mine.jsonl")})})  # fmt: skip
+    assert labels_source(named, paths) == tmp_path / "mine.jsonl"  # named, even if absent
 
 
 def test_the_reference_is_the_largest_verifier_unless_named():
@@ -198,17 +201,22 @@ def constant_verifier(name="constant") -> RoleConfig:
                       replies=['{"c1": "yes", "c2": "yes"}'])  # fmt: skip
 
 
-def run_compare(context, config: HarnessConfig, folder: Path) -> CompareMetrics:
-    return compare_with_backends(context, config, folder)[0]
+def run_compare(
+    context, config: HarnessConfig, folder: Path, labels: Path | None = None
+) -> CompareMetrics:
+    return compare_with_backends(context, config, folder, labels)[0]
 
 
 def compare_with_backends(
-    context, config: HarnessConfig, folder: Path
+    context, config: HarnessConfig, folder: Path, labels: Path | None = None
 ) -> tuple[CompareMetrics, dict[str, ScriptedBackend]]:
     """The comparison, and the backend of each verifier label (their calls recorded)."""
     with RolePool(context) as pool:
         backends = {v.label: pool.role("verifier", v).backend for v in config.roles.verifier}
-        return compare_verifiers(pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f"), backends
+        summary = compare_verifiers(
+            pool, fruit_jobs(), config, PROMPTS_DIR, folder, "f", labels=labels
+        )
+        return summary, backends
 
 
 def rows_by_label(summary: CompareMetrics) -> dict[str, VerifierRow]:

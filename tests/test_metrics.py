@@ -208,6 +208,8 @@ def test_agreement_on_a_two_by_two_table():
     # F1 yes 2*5 / (2*5 + 2 + 1) = 10/13; F1 no 2*2 / (2*2 + 1 + 2) = 4/7.
     assert result["f1_yes"] == pytest.approx(10 / 13)
     assert result["f1_no"] == pytest.approx(4 / 7)
+    # macro F1 (10/13 + 4/7) / 2 = (70/91 + 52/91) / 2 = 61/91.
+    assert result["macro_f1"] == pytest.approx(61 / 91)
 
 
 def test_agreement_with_an_absent_reference_class():
@@ -217,12 +219,14 @@ def test_agreement_with_an_absent_reference_class():
     # Expected agreement (2/3)*1 + (1/3)*0 = 2/3 equals the observed: kappa 0.
     assert result["kappa"] == pytest.approx(0.0)
     assert result["f1_no"] == 0.0  # "no" predicted once, never right
+    assert result["macro_f1"] == pytest.approx(0.4)  # F1 yes 2*2 / (2*2 + 1) = 4/5, F1 no 0
 
     all_yes = agreement([True, True], [True, True])
     assert all_yes["kappa"] == 1.0
     assert all_yes["balanced_accuracy"] == 1.0
     assert all_yes["f1_yes"] == 1.0
     assert all_yes["f1_no"] is None  # "no" neither predicted nor present
+    assert all_yes["macro_f1"] == 1.0  # the absent class is left out of the mean
 
 
 def test_agreement_with_nothing_scored_on_both_sides():
@@ -234,6 +238,7 @@ def test_agreement_with_nothing_scored_on_both_sides():
         "kappa": None,
         "f1_yes": None,
         "f1_no": None,
+        "macro_f1": None,
         "unscored": 2,
     }
     with pytest.raises(ValueError):

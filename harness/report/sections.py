@@ -23,6 +23,7 @@ from harness.report.tables import (
     Section,
     _absent,
     _figures,
+    clinicians_table,
     grading_table,
     overoptimization_table,
     pairwise_table,
@@ -113,7 +114,7 @@ def _reference_text(summary: Summary) -> str:
     if ref is None:
         return "no reference recorded"
     if ref.kind == "labels":
-        return f"measured against the labels {fmt_text(ref.label)}"
+        return f"measured against the clinicians' majority label in {fmt_text(ref.label)}"
     return f"measured against the reference verifier {fmt_text(ref.label)}"
 
 
@@ -190,6 +191,7 @@ def _verifier_section(summary: Summary) -> Section:
             "own response above another prompt's response shown under the same rubric (ties "
             "count half; 0.5 is random). Unscored verdicts are left out of every metric.",
             agreement,
+            *_clinician_blocks(summary),
             verifier_speed_table(summary),
             *_figures(
                 summary,
@@ -204,6 +206,24 @@ def _verifier_section(summary: Summary) -> Section:
             ),
         ],
     )
+
+
+def _clinician_blocks(summary: Summary) -> list[Block]:
+    """With clinicians' labels as the reference: how far clinicians agree with each other,
+    the ceiling a verifier's "macro F1 vs each clinician" is to be read against."""
+    table = clinicians_table(summary)
+    if table is None:
+        return []
+    return [
+        "Clinicians' labels: the reference is the majority label of an item's clinicians; an "
+        "even split has no majority and is left out, as are labels of responses or criteria "
+        'not in this run. Macro F1 is the mean of the F1 of "yes" and of "no". The '
+        "ceiling compares clinicians with each other as HealthBench's meta-evaluation does: "
+        "over the items two or more clinicians labelled, every ordered pair of two "
+        'clinicians\' labels, pooled; "macro F1 vs each clinician" scores a verifier the same '
+        "way, against each clinician's own label on those items.",
+        table,
+    ]
 
 
 def _refine_section(summary: Summary) -> Section:

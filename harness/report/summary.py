@@ -50,6 +50,7 @@ def build_summary(config: HarnessConfig, profile: str, results: list | None = No
         refine=[RefineRow.model_validate(r) for r in read_rows(paths.refine_stats_path)],
         verifiers=compare.verifiers if compare else None,
         reference=compare.reference if compare else None,
+        clinicians=compare.clinicians if compare else None,
         pairwise=judge,
         train=train,
         overoptimization=read_record(paths.overoptimization_path, Overoptimization),

@@ -176,16 +176,44 @@ def verifier_agreement_table(summary: Summary) -> Table | None:
     if not verifiers:
         return None
     headers = ["verifier", "params", "accuracy", "balanced acc", "kappa", "F1 yes", "F1 no"]
+    headers += ["macro F1"]
+    keys = ["accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no", "macro_f1"]
+    if summary.clinicians is not None:
+        headers += ["macro F1 vs each clinician"]
+        keys += ["clinician_macro_f1"]
     headers += ["Spearman", "pairwise acc", "tail pairwise acc", "RTD pair agr.", "off-topic acc"]
-    keys = ["accuracy", "balanced_accuracy", "kappa", "f1_yes", "f1_no", "spearman"]
-    keys += ["pairwise_accuracy", "tail_pairwise_accuracy", "rtd_pair_agreement"]
+    keys += ["spearman", "pairwise_accuracy", "tail_pairwise_accuracy", "rtd_pair_agreement"]
+    # no items two clinicians labelled: nothing to score, rather than unscored
+    missing = {"clinician_macro_f1": NA}
     rows = [
         [_label(v), fmt_params(v.params)]
-        + [fmt_metric(getattr(v, k)) for k in keys]
+        + [fmt_metric(getattr(v, k), missing=missing.get(k, UNSCORED)) for k in keys]
         + [fmt_off_topic(v)]
         for v in verifiers
     ]
     return Table(headers, rows, "l" + "r" * (len(headers) - 1))
+
+
+def clinicians_table(summary: Summary) -> Table | None:
+    """The clinicians' labels: what the run has of them, and clinician against clinician."""
+    c = summary.clinicians
+    if c is None:
+        return None
+    rows = [
+        ["labels", fmt_text(c.source)],
+        ["labelled items", fmt_number(c.num_labelled)],
+        ["matched to this run's responses and criteria", fmt_number(c.num_matched)],
+        ["not in this run (left out)", fmt_number(c.num_unmatched)],
+        ["no majority (an even split, left out)", fmt_number(c.num_no_majority)],
+        ["items labelled by 2+ clinicians", fmt_number(c.num_multi_rated)],
+        ["clinician pairs (ordered, pooled)", fmt_number(c.num_rater_pairs)],
+        ["clinician vs clinician: agreement", fmt_metric(c.rater_agreement, missing=NA)],
+        [
+            "clinician vs clinician: macro F1 (the ceiling)",
+            fmt_metric(c.rater_macro_f1, missing=NA),
+        ],
+    ]
+    return Table(["clinicians", "value"], rows, "lr")
 
 
 def verifier_speed_table(summary: Summary) -> Table | None:

@@ -15,6 +15,7 @@ from harness.report.sections import glance_items
 from harness.report.tables import (
     Table,
     _absent,
+    clinicians_table,
     grading_table,
     pairwise_table,
     refine_table,
@@ -138,12 +139,24 @@ def training_table(result: Any) -> RichTable:
 
 def print_verifier_comparison(metrics: CompareMetrics, console: Console) -> None:
     """compare/metrics.json: agreement with the reference, cost, and the off-topic probe."""
-    summary = Summary(verifiers=metrics.verifiers, reference=metrics.reference)
-    for title, build in (("agreement", verifier_agreement_table), ("cost", verifier_speed_table)):
+    summary = Summary(
+        verifiers=metrics.verifiers, reference=metrics.reference, clinicians=metrics.clinicians
+    )
+    for title, build in (
+        ("verifier agreement", verifier_agreement_table),
+        ("clinicians' labels", clinicians_table),
+        ("verifier cost", verifier_speed_table),
+    ):
         table = build(summary)
         if table is not None:
-            console.print(rich_table(f"verifier {title}", table))
+            console.print(rich_table(title, table))
     console.print(f"reference: {metrics.reference.label} ({metrics.reference.kind})")
+    if metrics.clinicians is not None:
+        console.print(
+            "with clinicians' labels: the reference is their majority label (an even split is "
+            "left out); macro F1 = mean of F1 yes and F1 no; the ceiling is clinician against "
+            "clinician, every ordered pair of two labels on an item, pooled"
+        )
     if metrics.off_topic_per_prompt:
         console.print(
             f"off-topic acc: own response preferred over another prompt's under the same rubric "
