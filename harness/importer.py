@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.datasets import file_format, import_rubric_dataset, load_healthbench, load_prompts
-from harness.jsonl import write_json, write_records
+from harness.jsonl import InputError, write_json, write_records
 from harness.runstate import RunPaths
-from harness.types import Candidate, Prompt, Rubric
+from harness.types import Candidate, Criterion, Prompt, Rubric
+from harness.verifier import Job
+
+GIVEN_MODEL = "given"  # responses that came with the data, from models it does not name
 
 
 @dataclass
@@ -61,12 +64,39 @@ def read_source(path: Path) -> Imported:
         prompts, rubrics = import_rubric_dataset(path)
         return Imported("published rubric dataset", prompts, rubrics)
     if kind == "meta-eval":
-        from harness.labels import read_meta_eval
-
-        meta = read_meta_eval(path)
-        return Imported("HealthBench meta-evaluation", meta.prompts, meta.rubrics,
-                        meta.candidates, meta.labels)  # fmt: skip
+        return _meta_evaluation(path)
     return Imported("prompts", load_prompts(path))
+
+
+def _meta_evaluation(path: Path) -> Imported:
+    """HealthBench's meta-evaluation: its conversations, the graded completions (candidates),
+    per prompt a rubric of the criteria its lines name (weight 1: the file gives no points;
+    the line's category becomes a tag), and the physicians' labels keyed by those ids."""
+    from harness.labels import load_labels, match_labels, read_label_lines
+
+    prompts: dict[str, Prompt] = {}
+    candidates: dict[str, Candidate] = {}
+    criteria: dict[str, dict[str, Criterion]] = {}
+    for number, line in read_label_lines(path):
+        prompts.setdefault(line.prompt_id, Prompt(id=line.prompt_id, prompt=tuple(line.prompt),
+                                                  domain="health"))  # fmt: skip
+        candidate = candidates.setdefault(line.completion_id, Candidate(
+            id=line.completion_id, prompt_id=line.prompt_id, text=line.completion,
+            model=GIVEN_MODEL))  # fmt: skip
+        if candidate.prompt_id != line.prompt_id:
+            raise InputError(
+                f"{path}:{number}: completion_id: {line.completion_id!r} answers prompt "
+                f"{candidate.prompt_id!r} on an earlier line, here {line.prompt_id!r}"
+            )
+        own = criteria.setdefault(line.prompt_id, {})
+        text = " ".join(line.rubric.split())
+        tags = (line.category,) if line.category else ()
+        own.setdefault(text, Criterion(id=f"c{len(own) + 1}", text=text, weight=1, tags=tags))
+    rubrics = {p: Rubric(prompt_id=p, criteria=tuple(c.values())) for p, c in criteria.items()}
+    jobs = [Job(prompts[c.prompt_id], c, rubrics[c.prompt_id]) for c in candidates.values()]
+    labels = match_labels(load_labels(path), jobs).items
+    return Imported("HealthBench meta-evaluation", list(prompts.values()),
+                    list(rubrics.values()), list(candidates.values()), labels)  # fmt: skip
 
 
 def import_into_run(path: Path, run_dir: Path) -> Imported:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from harness.config import ProposeConfig
 from harness.prompts import render
 from harness.roles import Role
+from harness.stage_config import MAX_CRITERIA
 from harness.types import (
     Candidate,
     ChatRequest,
@@ -135,6 +136,13 @@ def criteria_from(parsed: list[dict[str, Any]]) -> tuple[Criterion, ...]:
     )
 
 
+def refine_bounds(settings: ProposeConfig, rubric: Rubric) -> ProposeConfig:
+    """A rewrite may keep every criterion of the rubric it refines: a clinicians' rubric
+    longer than `propose.max_criteria` is not cut down to it."""
+    longest = min(max(settings.max_criteria, len(rubric.criteria)), MAX_CRITERIA)
+    return settings.model_copy(update={"max_criteria": longest})
+
+
 def keep_given_points(old: Rubric, new_criteria: Sequence[Criterion]) -> tuple[Criterion, ...]:
     """A criterion the rewrite keeps word for word keeps its tags, and its points where they
     are outside the proposer's 1..3 scale (a clinician's -10..10: a penalty stays a penalty)."""
@@ -195,8 +203,10 @@ def rewrite(
     role: Role, items: Sequence[Refinement], settings: ProposeConfig, templates: Path
 ) -> tuple[list[Rubric], list[Skip]]:
     """The refined rubric of every item, in one batch; a failure keeps no new version."""
-    proposal = proposal_type(settings)
-    requests = [refine_request(i, settings, role, templates, proposal) for i in items]
+    requests = []
+    for item in items:
+        bounds = refine_bounds(settings, item.rubric)
+        requests.append(refine_request(item, bounds, role, templates, proposal_type(bounds)))
     found, skips = ask_for_criteria(role, requests, [i.prompt.id for i in items], "refine")
     found = {i: keep_given_points(items[i].rubric, criteria) for i, criteria in found.items()}
     rubrics = [

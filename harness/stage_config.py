@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 
 from harness.role_config import RoleConfig, StrictModel
 
+MAX_CRITERIA = 100  # a rubric's criteria, proposed or refined
+
 
 class DataConfig(StrictModel):
     prompts: str = Field(
@@ -37,7 +39,7 @@ class RolloutsConfig(StrictModel):
 
 class ProposeConfig(StrictModel):
     min_criteria: int = Field(3, ge=1)
-    max_criteria: int = Field(20, ge=1, le=100)
+    max_criteria: int = Field(20, ge=1, le=MAX_CRITERIA)
     min_criterion_chars: int = Field(1, ge=1, description="e.g. 20: sentences, not labels")
     criterion_pattern: str | None = Field(
         None,

@@ -208,3 +208,54 @@ def test_refinement_keeps_a_clinicians_points_on_kept_criteria():
     kept = keep_given_points(given, rewritten)
     assert [c.weight for c in kept] == [9, -6, 2, 2]
     assert [c.tags for c in kept] == [("axis:accuracy",), (), ("axis:communication",), ()]
+
+
+def meta_eval_line(prompt: str, completion: str, rubric: str, labels: list[bool]) -> dict:
+    return {
+        "prompt_id": prompt,
+        "prompt": [{"role": "user", "content": f"Question {prompt}"}],
+        "completion_id": completion,
+        "completion": f"Answer {completion}",
+        "rubric": rubric,
+        "category": "cluster:emergency_referrals",
+        "binary_labels": labels,
+        "anonymized_physician_ids": [f"doc{i}" for i in range(len(labels))],
+    }
+
+
+def test_import_of_a_meta_evaluation_feeds_compare(tmp_path):
+    meta = write_jsonl(tmp_path / "meta.jsonl", [
+        meta_eval_line("q1", "a1", "Advises  emergency care.", [True, True, False]),
+        meta_eval_line("q1", "a1", "Asks about onset.", [False, False]),
+        meta_eval_line("q1", "a2", "Advises emergency care.", [True]),
+        meta_eval_line("q2", "b1", "Names a dose.", [True, False]),  # an even split
+    ])  # fmt: skip
+    result = succeeded(harness(tmp_path, "import", str(meta), "--run", "r"))
+    assert "meta-evaluation" in result.output
+    imported = tmp_path / "runs" / "r" / "imported"
+    source = json.loads((imported / "source.json").read_text())
+    assert (source["prompts"], source["responses"], source["criteria"]) == (2, 3, 3)
+    assert (source["labelled_items"], source["labels"]) == (4, 8)
+    labels = [json.loads(line) for line in (imported / "labels.jsonl").read_text().splitlines()]
+    # "Advises  emergency care." and "Advises emergency care." are one criterion of q1
+    assert [(x["candidate_id"], x["criterion_id"]) for x in labels] == [
+        ("a1", "c1"), ("a1", "c2"), ("a2", "c1"), ("b1", "c1")]  # fmt: skip
+    overrides = {"rollouts.num_samples": "0", "roles.policy": "null"}
+    succeeded(harness(tmp_path, "compare-verifiers", **overrides))
+    metrics = json.loads((tmp_path / "runs" / "r" / "compare" / "metrics.json").read_text())
+    assert metrics["reference"]["kind"] == "labels"
+    # the even split has no majority: 3 of the 4 items are compared
+    assert [row["num_compared"] for row in metrics["verifiers"]] == [3]
+
+
+def test_refinement_may_keep_every_criterion_of_a_long_given_rubric():
+    from harness.config import ProposeConfig
+    from harness.proposer import proposal_type, refine_bounds
+    from harness.types import json_schema_of
+
+    long = Rubric(prompt_id="p", criteria=tuple(
+        Criterion(id=f"c{i}", text=f"Criterion {i}.", weight=5) for i in range(25)))  # fmt: skip
+    short = Rubric(prompt_id="p", criteria=long.criteria[:3])
+    settings = ProposeConfig(max_criteria=20)
+    assert json_schema_of(proposal_type(refine_bounds(settings, long)))["maxItems"] == 25
+    assert json_schema_of(proposal_type(refine_bounds(settings, short)))["maxItems"] == 20
