@@ -42,7 +42,7 @@ from pydantic_core import PydanticCustomError
 from harness.datasets.locations import invalid_record, repeat_of
 from harness.jsonl import InputError, read_lines, write_records
 from harness.metrics import confusion_metrics
-from harness.types import ChatMessage, Record
+from harness.types import ChatMessage, Criterion, Record
 from harness.verifier import Job
 
 YES_NO = {"yes": True, "no": False, "true": True, "false": False}
@@ -79,6 +79,7 @@ class LabelLine(Record):
 
     candidate_id: Name
     criterion_id: Name
+    criterion: Name | None = None  # the criterion's text: matched by it when given
     label: YesNo = None
     labels: list[YesNo] | None = None
     rater: Name | None = None
@@ -115,6 +116,7 @@ class LabelledItem:
     criterion: str
     labels: tuple[ClinicianLabel, ...]
     prompt_id: str | None = None
+    criterion_text: str | None = None  # where known: matched by it, so a renumbering is harmless
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ def _item(line: LabelLine | MetaEvalLine) -> LabelledItem:
         criterion=line.criterion_id,
         labels=tuple(ClinicianLabel(bool(m), r) for m, r in zip(votes, raters)),
         prompt_id=line.prompt_id,
+        criterion_text=line.criterion,
     )
 
 
@@ -258,22 +261,35 @@ def _criterion_key(criterion: str, by_text: bool) -> str:
 def match_labels(labels: LabelSet, jobs: Sequence[Job]) -> MatchedLabels:
     """The labelled items the run has, keyed by its candidate and criterion ids (a prompt id
     is carried along, not matched: candidate ids are unique in a run); the others are
-    counted. None matched at all is an InputError with an example of a key not found."""
-    ids: dict[ItemKey, tuple[str, str]] = {}
+    counted. An item that names its criterion's text is matched by the text (a refined rubric
+    renumbers its criteria), else by the id. None matched at all is an InputError with an
+    example of a key not found."""
+    found_by: dict[tuple[str, str, bool], Criterion] = {}
+    prompts: dict[str, str] = {}
     for job in jobs:
+        prompts[job.candidate.id] = job.prompt.id
         for criterion in job.rubric.criteria:
-            text_or_id = criterion.text if labels.by_text else criterion.id
             # a text repeated within one rubric goes to its first criterion
-            ids.setdefault((job.candidate.id, _criterion_key(text_or_id, labels.by_text)),
-                           (job.prompt.id, criterion.id))  # fmt: skip
+            found_by.setdefault((job.candidate.id, _criterion_key(criterion.text, True), True),
+                                criterion)  # fmt: skip
+            found_by.setdefault((job.candidate.id, criterion.id, False), criterion)
     matched = []
     for item in labels.items:
-        found = ids.get((item.candidate_id, _criterion_key(item.criterion, labels.by_text)))
-        if found is not None:
-            matched.append(replace(item, prompt_id=found[0], criterion=found[1]))
+        criterion = found_by.get(_lookup_key(item, labels.by_text))
+        if criterion is not None:
+            prompt_id = prompts[item.candidate_id]
+            matched.append(replace(item, prompt_id=prompt_id, criterion=criterion.id,
+                                   criterion_text=criterion.text))  # fmt: skip
     if labels.items and not matched:
         raise InputError(_none_matched(labels, jobs))
     return MatchedLabels(labels.path, matched, len(labels.items), len(labels.items) - len(matched))
+
+
+def _lookup_key(item: LabelledItem, by_text: bool) -> tuple[str, str, bool]:
+    text = item.criterion if by_text else item.criterion_text
+    if text is not None:
+        return item.candidate_id, _criterion_key(text, True), True
+    return item.candidate_id, item.criterion, False
 
 
 def _none_matched(labels: LabelSet, jobs: Sequence[Job]) -> str:
@@ -302,6 +318,7 @@ def _line(item: LabelledItem) -> LabelLine:
     return LabelLine(
         candidate_id=item.candidate_id,
         criterion_id=item.criterion,
+        criterion=item.criterion_text,
         labels=[label.met for label in item.labels],
         raters=None if None in raters else raters,
         prompt_id=item.prompt_id,

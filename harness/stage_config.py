@@ -112,7 +112,9 @@ class CompareConfig(StrictModel):
 
     reference: str | None = Field(None, description="verifier label; default: the largest")
     labels: str | None = Field(
-        None, description="human labels JSONL: prompt_id, candidate_id, criterion_id, label"
+        None,
+        description="clinicians' labels: JSONL of candidate_id, criterion_id, label (or labels), "
+        "or HealthBench's meta-evaluation file; default: the labels `harness import` brought",
     )
     tail_quantile: float = Field(0.25, gt=0, le=1, description="the high-reward tail")
     off_topic_per_prompt: int = Field(

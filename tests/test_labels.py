@@ -114,7 +114,9 @@ def test_the_meta_evaluation_layout_matches_criterion_text_to_ids(tmp_path: Path
     out = tmp_path / "imported.jsonl"
     assert write_labels(out, matched.items) == 2
     [(_, written), _] = read_label_lines(out)
+    # with the criterion's text, so that a refinement's renumbering cannot mislabel an item
     assert written == LabelLine(candidate_id="p1:m:0", criterion_id="c1", prompt_id="p1",
+                                criterion='Response contains the word "apple"',
                                 labels=[True, False, True], raters=["d0", "d1", "d2"])  # fmt: skip
     again = match_labels(load_labels(out), fruit_jobs())
     assert again.items == matched.items and again.num_unmatched == 0
@@ -259,3 +261,14 @@ def test_a_bad_labels_file_fails_with_one_line_naming_file_line_and_field(
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}{expected}")
+
+
+def test_a_label_that_names_its_criterion_text_follows_a_renumbering(tmp_path):
+    # written when "pie" was c1 of p1's rubric; the run's rubric now has it as c2
+    path = write_lines(tmp_path / "l.jsonl", [
+        {**own("p1:m:0", "c1", True), "criterion": 'Response contains the word "pie"'},
+        {**own("p1:m:1", "c1", False), "criterion": "A criterion no rubric has any more"},
+    ])  # fmt: skip
+    matched = match_labels(load_labels(path), fruit_jobs())
+    assert [(i.candidate_id, i.criterion) for i in matched.items] == [("p1:m:0", "c2")]
+    assert matched.num_unmatched == 1
