@@ -221,9 +221,10 @@ def import_command(
     config = load_config(config_path, [*overrides, *extra])
     imported = import_into_run(source, config.run_dir)
     console.print(import_table(imported.kind, imported.counts()))
-    hint = f" --set run_name={config.run_name}" if run_name else ""
     console.print(f"imported into {RunPaths(config.run_dir).imported_dir}")
-    console.print(f"next: harness eval{' -c ' + str(config_path) if config_path else ''}{hint}")
+    profile = f" -c {config_path}" if config_path else ""
+    settings = "".join(f" --set {item}" for item in [*overrides, *extra])
+    console.print(f"next: harness eval{profile}{settings}", soft_wrap=True)
 
 
 @main.command("eval")

@@ -65,6 +65,12 @@ def read_source(path: Path) -> Imported:
         return Imported("published rubric dataset", prompts, rubrics)
     if kind == "meta-eval":
         return _meta_evaluation(path)
+    if kind in ("labels", "rubrics"):
+        setting = "compare.labels" if kind == "labels" else "data.rubrics"
+        raise InputError(
+            f"{path}:1: a {kind} file of the harness's own layout, which names a run's "
+            f"candidates or prompts by id: give it as {setting} in the profile of that run"
+        )
     return Imported("prompts", load_prompts(path))
 
 

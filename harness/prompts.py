@@ -1,5 +1,6 @@
 """Load and fill the templates in `prompts/`: `NAME.system.j2` (optional) and `NAME.user.j2`
-become the system and user messages of a chat request.
+become the system and user messages of a chat request. Templates may use the `one_line`
+filter (a multi-line text as one line).
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ PROMPTS_DIR = PROJECT_ROOT / "prompts"
 def _environment(folder: str):  # -> jinja2.Environment
     import jinja2
 
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
     )
+    environment.filters["one_line"] = one_line
+    return environment
+
+
+def one_line(text: str) -> str:
+    """A text of several lines as one (a criterion a clinician wrote with line breaks), so
+    that a list of criteria keeps one criterion per line; a one-line text is left as it is."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def render(name: str, folder: Path = PROMPTS_DIR, **variables: Any) -> tuple[ChatMessage, ...]:

@@ -32,7 +32,7 @@ RUBRIC_FORMATS = (
 )
 PROPOSE_ALL = "propose"  # `data.rubrics: propose` ignores the rubrics the data carries
 
-Format = Literal["healthbench", "published", "rubrics", "meta-eval", "other"]
+Format = Literal["healthbench", "published", "rubrics", "meta-eval", "labels", "other"]
 
 
 def file_format(path: Path) -> Format | None:
@@ -50,6 +50,8 @@ def file_format(path: Path) -> Format | None:
         return "published"
     if {"prompt_id", "criteria"} <= keys:
         return "rubrics"
+    if {"candidate_id", "criterion_id"} <= keys:
+        return "labels"
     return "other"
 
 

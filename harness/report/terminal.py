@@ -56,11 +56,20 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(rich_table(title, table))
 
 
+LABEL_WIDTH = 40
+
+
 def rich_table(title: str, table: Table) -> RichTable:
     """Cells go in as Text, so brackets in labels are never read as rich markup."""
     out = RichTable(title=title, title_justify="left", title_style="bold")
     for i, (header, align) in enumerate(zip(table.headers, table.align)):
-        out.add_column(Text(header), justify="right" if align == "r" else "left", no_wrap=i == 0)
+        if i == 0:  # labels: only a long one (a HealthBench cluster tag) folds
+            longest = max([len(header), *(len(row[0]) for row in table.rows)])
+            fold = longest > LABEL_WIDTH
+            out.add_column(Text(header), no_wrap=not fold, max_width=LABEL_WIDTH if fold else None,
+                           overflow="fold" if fold else "ellipsis")  # fmt: skip
+        else:
+            out.add_column(Text(header), justify="right" if align == "r" else "left")
     for row in table.rows:
         out.add_row(*(Text(cell) for cell in row))
     return out
