@@ -43,7 +43,7 @@ from harness.reward import rewards
 from harness.roles import RolePool
 from harness.rollouts import order_pool, roll_out
 from harness.runstate import RunPaths, RunState, fingerprint
-from harness.types import Prompt, Rubric, Skip, latest_versions
+from harness.types import Prompt, Rubric, Skip, Verdict, latest_versions
 from harness.verifier import Job, check_unscored, latest_rubric_jobs, met_by_candidate, verify
 
 
@@ -273,23 +273,56 @@ def stage_verify(run: Run) -> StageResult:
     verifier = run.config.verifier()
 
     def body() -> dict[str, Any]:
+        role = run.pool.role("verifier", verifier)
         jobs = latest_rubric_jobs(run.prompts(), load_candidates(run.candidates_path),
                                   run.latest_rubrics())  # fmt: skip
-        verdicts = verify(run.pool.role("verifier", verifier), jobs, run.config.verify,
-                          run.templates)  # fmt: skip
+        verdicts = verify(role, jobs, run.config.verify, run.templates)
         write_records(run.verdicts_path, verdicts)
         rows = reward_rows(jobs, verdicts, run.config)
         write_records(run.rewards_path, rows)
-        write_json(run.grading_path, grade(jobs, verdicts, run.config.verify).as_record())
+        on_given = write_grading(run, role, jobs, verdicts)
         unscored = sum(v.met is None for v in verdicts)
         check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
-                "unscored_rewards": sum(r["reward"] is None for r in rows)}  # fmt: skip
+                "unscored_rewards": sum(r["reward"] is None for r in rows),
+                "graded_on_given_rubrics": on_given}  # fmt: skip
 
-    inputs = [run.candidates_path, run.rubrics_path, verifier,
+    inputs = [run.candidates_path, run.rubrics_path, run.given_rubrics_path, verifier,
               run.config.verify, *run.template_files()]  # fmt: skip
-    outputs = [run.verdicts_path, run.rewards_path, run.grading_path]
+    outputs = [run.verdicts_path, run.rewards_path, run.grading_path, run.grading_verdicts_path]
     return run_stage(run, "verify", inputs, outputs, body)
+
+
+def write_grading(run: Run, role: Any, jobs: list[Job], verdicts: list[Verdict]) -> int:
+    """grading.json; the number of candidates graded under a rubric the data brought."""
+    graded_jobs, graded = grading_set(run, role, jobs, verdicts)
+    write_json(run.grading_path, grade(graded_jobs, graded, run.config.verify).as_record())
+    given = _given_ids(run)
+    return sum(j.prompt.id in given for j in graded_jobs)
+
+
+def grading_set(
+    run: Run, role: Any, jobs: list[Job], verdicts: list[Verdict]
+) -> tuple[list[Job], list[Verdict]]:
+    """What grading scores: each candidate under the rubric the data brought (version 0),
+    where its prompt has one, as HealthBench grades by the clinicians' rubric; else under the
+    latest rubric. Candidates of a prompt refined past its given rubric are verified against
+    that rubric too (`grading_verdicts.jsonl`); the reward stays the latest rubric's."""
+    given = _given_ids(run)
+    refined = {j.prompt.id for j in jobs if j.prompt.id in given and j.rubric.version > 0}
+    originals = {r.prompt_id: r for r in run.rubrics() if r.version == 0 and r.prompt_id in refined}
+    again = [Job(j.prompt, j.candidate, originals[j.prompt.id]) for j in jobs
+             if j.prompt.id in refined]  # fmt: skip
+    extra = verify(role, again, run.config.verify, run.templates) if again else []
+    write_records(run.grading_verdicts_path, extra)
+    graded = [Job(j.prompt, j.candidate, originals[j.prompt.id]) if j.prompt.id in refined
+              else j for j in jobs]  # fmt: skip
+    return graded, [v for v in verdicts if v.prompt_id not in refined] + extra
+
+
+def _given_ids(run: Run) -> set[str]:
+    path = run.given_rubrics_path
+    return {r.prompt_id for r in load_rubrics(path)} if path.is_file() else set()
 
 
 def reward_rows(jobs: list[Job], verdicts: list, config: HarnessConfig) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ class RunPaths:
         self.verdicts_path = run_dir / "verdicts.jsonl"
         self.rewards_path = run_dir / "rewards.jsonl"
         self.grading_path = run_dir / "grading.json"  # HealthBench-style scores by tag
+        self.grading_verdicts_path = run_dir / "grading_verdicts.jsonl"  # under given rubrics
         self.given_rubrics_path = run_dir / "given_rubrics.jsonl"  # version 0 from the data
         self.given_candidates_path = run_dir / "given_candidates.jsonl"  # references, etc.
         self.imported_dir = run_dir / "imported"  # what `harness import` brought in

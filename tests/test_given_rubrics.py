@@ -259,3 +259,21 @@ def test_refinement_may_keep_every_criterion_of_a_long_given_rubric():
     settings = ProposeConfig(max_criteria=20)
     assert json_schema_of(proposal_type(refine_bounds(settings, long)))["maxItems"] == 25
     assert json_schema_of(proposal_type(refine_bounds(settings, short)))["maxItems"] == 20
+
+
+def test_grading_stays_on_the_physicians_rubric_after_refinement(tmp_path, healthbench):
+    overrides = {"data.prompts": str(healthbench), "refine.iterations": "1"}
+    succeeded(harness(tmp_path, "verify", proposer=True, **overrides))
+    refined = {r["prompt_id"] for r in records(tmp_path, "rubrics.jsonl") if r["version"] > 0}
+    assert refined  # the reward's rubric moved on from the physicians'
+    assert {v["rubric_version"] for v in records(tmp_path, "verdicts.jsonl")
+            if v["prompt_id"] in refined} == {1}  # fmt: skip
+    # ...while grading verified the same candidates against version 0 as well
+    again = records(tmp_path, "grading_verdicts.jsonl")
+    assert {(v["prompt_id"], v["rubric_version"]) for v in again} == {(p, 0) for p in refined}
+    grading = json.loads((tmp_path / "runs" / "r" / "grading.json").read_text())
+    policy = next(m for m in grading["models"] if m["model"] == "policy")
+    tags = {t["tag"]: t for t in policy["tags"]}
+    # every policy response is graded under the axis tags of the physicians' criteria
+    assert tags["axis:accuracy"]["n"] == 4 and tags["axis:context_awareness"]["n"] == 4
+    assert stage_counts(tmp_path, "verify")["graded_on_given_rubrics"] == 5
