@@ -308,16 +308,21 @@ def grading_set(
     where its prompt has one, as HealthBench grades by the clinicians' rubric; else under the
     latest rubric. Candidates of a prompt refined past its given rubric are verified against
     that rubric too (`grading_verdicts.jsonl`); the reward stays the latest rubric's."""
-    given = _given_ids(run)
-    refined = {j.prompt.id for j in jobs if j.prompt.id in given and j.rubric.version > 0}
-    originals = {r.prompt_id: r for r in run.rubrics() if r.version == 0 and r.prompt_id in refined}
-    again = [Job(j.prompt, j.candidate, originals[j.prompt.id]) for j in jobs
-             if j.prompt.id in refined]  # fmt: skip
+    graded = given_rubric_jobs(run, jobs)
+    again = [g for g, j in zip(graded, jobs) if g.rubric is not j.rubric]
     extra = verify(role, again, run.config.verify, run.templates) if again else []
     write_records(run.grading_verdicts_path, extra)
-    graded = [Job(j.prompt, j.candidate, originals[j.prompt.id]) if j.prompt.id in refined
-              else j for j in jobs]  # fmt: skip
-    return graded, [v for v in verdicts if v.prompt_id not in refined] + extra
+    moved = {job.prompt.id for job in again}
+    return graded, [v for v in verdicts if v.prompt_id not in moved] + extra
+
+
+def given_rubric_jobs(run: Run, jobs: list[Job]) -> list[Job]:
+    """`jobs` with each rubric replaced by the one the data brought (version 0), where the
+    prompt has one and refinement moved past it."""
+    given = _given_ids(run)
+    originals = {r.prompt_id: r for r in run.rubrics() if r.version == 0 and r.prompt_id in given}
+    return [Job(j.prompt, j.candidate, originals[j.prompt.id])
+            if j.prompt.id in originals and j.rubric.version > 0 else j for j in jobs]  # fmt: skip
 
 
 def _given_ids(run: Run) -> set[str]:

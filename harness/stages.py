@@ -32,6 +32,7 @@ from harness.overoptimization import stage_overoptimization
 from harness.pipeline import (
     Run,
     StageResult,
+    given_rubric_jobs,
     gives_rubrics,
     run_stage,
     stage_prompts,
@@ -59,10 +60,12 @@ class Stage:
         return not self.switchable or getattr(config.eval, self.name)
 
 
-def verification_jobs(run: Run) -> list[Job]:
-    """Every candidate of the run against its prompt's latest rubric."""
+def verification_jobs(run: Run, labelled: bool = False) -> list[Job]:
+    """Every candidate of the run against its prompt's latest rubric; `labelled`: against the
+    rubric the data brought where there is one (clinicians label their own criteria)."""
     candidates = load_candidates(run.candidates_path)
-    return latest_rubric_jobs(run.prompts(), candidates, run.latest_rubrics())
+    jobs = latest_rubric_jobs(run.prompts(), candidates, run.latest_rubrics())
+    return given_rubric_jobs(run, jobs) if labelled else jobs
 
 
 def stage_compare(run: Run) -> StageResult:
@@ -72,6 +75,7 @@ def stage_compare(run: Run) -> StageResult:
     inputs = [
         run.candidates_path,
         run.rubrics_path,
+        *([run.given_rubrics_path] if labels else []),  # labels are on the given criteria
         [v.model_dump() for v in config.roles.verifier],
         config.verify,
         config.compare,
@@ -83,7 +87,7 @@ def stage_compare(run: Run) -> StageResult:
     def body() -> dict[str, Any]:
         metrics = compare_verifiers(
             run.pool,
-            verification_jobs(run),
+            verification_jobs(run, labelled=labels_path is not None),
             config,
             run.templates,
             run.compare_dir,

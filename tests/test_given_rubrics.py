@@ -277,3 +277,22 @@ def test_grading_stays_on_the_physicians_rubric_after_refinement(tmp_path, healt
     # every policy response is graded under the axis tags of the physicians' criteria
     assert tags["axis:accuracy"]["n"] == 4 and tags["axis:context_awareness"]["n"] == 4
     assert stage_counts(tmp_path, "verify")["graded_on_given_rubrics"] == 5
+
+
+def test_clinicians_labels_are_compared_on_their_own_criteria_after_refinement(
+    tmp_path, healthbench
+):
+    # a clinician labelled the ideal answer on the physicians' criteria c1..c3 (version 0)
+    labels = write_jsonl(tmp_path / "labels.jsonl", [
+        {"candidate_id": "hb-1:ideal:0", "criterion_id": f"c{k}", "label": k != 2}
+        for k in (1, 2, 3)])  # fmt: skip
+    overrides = {"data.prompts": str(healthbench), "refine.iterations": "1",
+                 "compare.labels": str(labels)}  # fmt: skip
+    succeeded(harness(tmp_path, "compare-verifiers", proposer=True, **overrides))
+    assert any(r["version"] > 0 for r in records(tmp_path, "rubrics.jsonl"))
+    metrics = json.loads((tmp_path / "runs" / "r" / "compare" / "metrics.json").read_text())
+    assert metrics["reference"]["kind"] == "labels"
+    assert [row["num_compared"] for row in metrics["verifiers"]] == [3]
+    # the verifier was asked about the physicians' criteria, not the refined rubric's
+    compared = records(tmp_path, "compare/verifier.verdicts.jsonl")
+    assert {v["rubric_version"] for v in compared if v["candidate_id"] == "hb-1:ideal:0"} == {0}
