@@ -48,6 +48,8 @@ from harness.summary_schema import PairwiseSummary, StepSplit, Theory, TrainSumm
 from harness.types import Candidate, Prompt
 from harness.verifier import Job, latest_rubric_jobs
 
+EngineGroups = Callable[[HarnessConfig], list[list[RoleConfig]]]
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -55,9 +57,16 @@ class Stage:
     run: Callable[[Run], StageResult]
     roles: Callable[[HarnessConfig], list[RoleConfig]]  # a missing role raises ConfigError
     switchable: bool = False  # switched on and off in the profile's `eval:` section
+    # the engines that are up together, group after group, in the order the stage uses them
+    # (the memory plan and the engine lifecycle both read this); default: all its roles at once
+    engines: EngineGroups | None = None
 
     def switched_on(self, config: HarnessConfig) -> bool:
         return not self.switchable or getattr(config.eval, self.name)
+
+    def engine_groups(self, config: HarnessConfig) -> list[list[RoleConfig]]:
+        groups = self.engines(config) if self.engines else [self.roles(config)]
+        return [group for group in groups if group]
 
 
 def verification_jobs(run: Run, labelled: bool = False) -> list[Job]:
