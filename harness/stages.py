@@ -237,20 +237,43 @@ def _judging(config: HarnessConfig) -> list[RoleConfig]:
     return [config.roles.judge, policy_role_config(config)] if both else []
 
 
+def _one_at_a_time(roles: Callable[[HarnessConfig], list[RoleConfig]]) -> EngineGroups:
+    return lambda c: [[role] for role in roles(c)]
+
+
+def _judging_groups(config: HarnessConfig) -> list[list[RoleConfig]]:
+    """The policy samples both sides first; then the judge alone."""
+    return [[role] for role in reversed(_judging(config))]
+
+
+def _overoptimization_groups(config: HarnessConfig) -> list[list[RoleConfig]]:
+    """Per checkpoint the policy samples, then the verifier scores, then the judge compares."""
+    judging = _judging(config)
+    if not judging:
+        return []
+    judge, policy = judging
+    return [[policy], *[[v] for v in _train_verifier(config)], [judge]]
+
+
 STAGES = (
     Stage("prompts", stage_prompts, lambda c: []),
     Stage("rollouts", stage_rollouts,
-          lambda c: list(c.rollout_models()) if c.rollouts.num_samples else []),
+          lambda c: list(c.rollout_models()) if c.rollouts.num_samples else [],
+          engines=_one_at_a_time(
+              lambda c: list(c.rollout_models()) if c.rollouts.num_samples else [])),
     Stage("propose", stage_propose, _proposing),
     Stage("refine", stage_refine, lambda c: [c.roles.get("proposer"), c.verifier(c.refine.verifier)]
           if c.refine.iterations else []),
     Stage("verify", stage_verify, lambda c: [c.verifier()]),
     # compare starts and stops each verifier in turn
-    Stage("compare", stage_compare, lambda c: [], switchable=True),
+    Stage("compare", stage_compare, lambda c: [], switchable=True,
+          engines=lambda c: [[v] for v in c.roles.verifier]),
+    # the trainer runs beside the verifier engine (planned apart: it is not a served engine)
     Stage("train", stage_train, _train_verifier, switchable=True),
-    Stage("judge", stage_judge, _judging, switchable=True),
+    Stage("judge", stage_judge, _judging, switchable=True, engines=_judging_groups),
     Stage("overoptimization", stage_overoptimization,
-          lambda c: _judging(c) + _train_verifier(c), switchable=True),
+          lambda c: _judging(c) + _train_verifier(c), switchable=True,
+          engines=_overoptimization_groups),
     Stage("theory", stage_theory, lambda c: [], switchable=True),
 )  # fmt: skip
 RUBRIC_STAGES = tuple(s for s in STAGES if not s.switchable)  # always run, never switched off
