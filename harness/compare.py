@@ -402,12 +402,9 @@ def _measured(
         done = {v.candidate_id for v in verdicts}
         if stored.fingerprint == fingerprint and all(j.candidate.id in done for j in jobs):
             return verdicts, stored
+    pool.enter_group([verifier])  # each size has the memory to itself (eval.stop_idle_engines)
     role = pool.role("verifier", verifier, cached=False)
-    try:
-        verdicts, measurement = measure(role, jobs, config, templates, fingerprint)
-    finally:
-        if config.eval.stop_idle_engines:
-            pool.release(verifier)  # the next size gets the memory to itself
+    verdicts, measurement = measure(role, jobs, config, templates, fingerprint)
     write_records(verdicts_path, verdicts)
     write_json(measure_path, asdict(measurement))
     return verdicts, measurement

@@ -24,17 +24,17 @@ from harness.stages import STAGES, Stage, judge_sides, stage_named, stages_throu
 from harness.summary_schema import PairwiseSummary, read_record
 
 
-def run_stages(
-    config: HarnessConfig, stages: Sequence[Stage], stop_idle_engines: bool = False
-) -> list[StageResult]:
+def run_stages(config: HarnessConfig, stages: Sequence[Stage]) -> list[StageResult]:
     """Run `stages` in order over the profile's run folder; finished ones are reused. With
-    `stop_idle_engines`, each switchable stage runs with only its own engines started (on a
-    GPU, the proposer and judge must not hold memory while the policy trains)."""
-    with RolePool(run_context(config)) as pool:
+    `eval.stop_idle_engines`, each stage starts with only the engines of its first group up
+    (`Stage.engine_groups`) and moves through its other groups itself (on a GPU, the
+    proposer and judge must not hold memory while the policy samples or trains)."""
+    stop_idle = config.eval.stop_idle_engines
+    with RolePool(run_context(config), stop_idle=stop_idle) as pool:
         run, results = Run(config, pool), []
         for stage in stages:
-            if stop_idle_engines and stage.switchable:
-                pool.keep_only(stage.roles(config))
+            if stop_idle:
+                pool.enter_group(next(iter(stage.engine_groups(config)), []))
             results.append(stage.run(run))
         return results
 
@@ -47,7 +47,7 @@ def run_through(config: HarnessConfig, last: str) -> list[StageResult]:
 def run_eval(config: HarnessConfig) -> list[StageResult]:
     """Every stage the profile switches on, in order; switched-off stages have no result."""
     stages = [s for s in STAGES if s.switched_on(config)]
-    return run_stages(config, stages, config.eval.stop_idle_engines)
+    return run_stages(config, stages)
 
 
 def judge_trained_vs_base(config: HarnessConfig) -> PairwiseSummary | None:
@@ -61,7 +61,7 @@ def judge_trained_vs_base(config: HarnessConfig) -> PairwiseSummary | None:
 def judge_files(config: HarnessConfig, side_a: Path, side_b: Path) -> PairwiseSummary | None:
     """Two candidate files judged against each other on the judge prompts, written into
     RUN_DIR/judge/A-vs-B/; None when they share no (prompt, sample) pair to judge."""
-    with RolePool(run_context(config)) as pool:
+    with RolePool(run_context(config), stop_idle=config.eval.stop_idle_engines) as pool:
         run = Run(config, pool)
         prompts = run.judge_prompts()
         ids = {p.id for p in prompts}

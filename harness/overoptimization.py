@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from harness.config import RoleConfig
 from harness.jsonl import write_json
 from harness.judge import judge_pairs, pair_up, sample_side, summarise
 from harness.pipeline import Run, StageResult, run_stage
@@ -28,9 +29,11 @@ WIN_RATE_DROP = 0.05  # how far below its best the win rate must fall to flag ov
 
 
 class CheckpointRoles(NamedTuple):
-    policy: Role
-    judge: Role
-    verifier: Role
+    """The role configs of the stage, each used in turn (its engine up alone on a GPU)."""
+
+    policy: RoleConfig
+    verifier: RoleConfig
+    judge: RoleConfig
 
 
 def stage_overoptimization(run: Run) -> StageResult:
@@ -55,11 +58,7 @@ def stage_overoptimization(run: Run) -> StageResult:
     ]
 
     def body() -> dict[str, Any]:
-        roles = CheckpointRoles(
-            run.pool.role("policy", policy),
-            run.pool.role("judge", config.roles.get("judge")),
-            run.pool.role("verifier", verifier),
-        )
+        roles = CheckpointRoles(policy, verifier, config.roles.get("judge"))
         rows = checkpoint_rows(run, roles, prompts, checkpoints)
         flagged = overoptimized_steps(rows)
         record = Overoptimization(checkpoints=rows, flagged=bool(flagged), flagged_steps=flagged,
@@ -77,17 +76,25 @@ def checkpoint_rows(
     checkpoints: list[tuple[int, Adapter]],
 ) -> list[Checkpoint]:
     """Step 0 (the base policy: its reward, no win rate), then every checkpoint's reward and
-    win rate against the base."""
-    samples = run.config.judge.samples
-    base = sample_side(roles.policy, prompts, samples, None, "base", run.judge_dir)
-    rows = [_row(0, _mean_reward(run, roles.verifier, prompts, base), None)]
-    for step, adapter in checkpoints:
-        side = sample_side(roles.policy, prompts, samples, adapter, f"checkpoint-{step}",
-                           run.judge_dir)  # fmt: skip
-        judged = judge_pairs(roles.judge, prompts, pair_up(side, base), run.config.judge,
+    win rate against the base. The policy samples every step first, then the verifier scores
+    them all, then the judge compares them all: each engine starts once."""
+    samples, pool = run.config.judge.samples, run.pool
+    pool.enter_group([roles.policy])
+    policy = pool.role("policy", roles.policy)
+    base = sample_side(policy, prompts, samples, None, "base", run.judge_dir)
+    sides = {step: sample_side(policy, prompts, samples, adapter, f"checkpoint-{step}",
+                               run.judge_dir) for step, adapter in checkpoints}  # fmt: skip
+    pool.enter_group([roles.verifier])
+    verifier = pool.role("verifier", roles.verifier)
+    reward_at = {step: _mean_reward(run, verifier, prompts, side)
+                 for step, side in [(0, base), *sides.items()]}  # fmt: skip
+    pool.enter_group([roles.judge])
+    judge = pool.role("judge", roles.judge)
+    rows = [_row(0, reward_at[0], None)]
+    for step, side in sides.items():
+        judged = judge_pairs(judge, prompts, pair_up(side, base), run.config.judge,
                              run.templates, f"judge checkpoint-{step}")  # fmt: skip
-        outcome = summarise(judged, run.config.judge)
-        rows.append(_row(step, _mean_reward(run, roles.verifier, prompts, side), outcome))
+        rows.append(_row(step, reward_at[step], summarise(judged, run.config.judge)))
     return rows
 
 

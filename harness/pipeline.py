@@ -182,7 +182,8 @@ def stage_rollouts(run: Run) -> StageResult:
 
     def body() -> dict[str, Any]:
         prompts, candidates, skips = run.prompts(), [], []
-        for model in models:
+        for model in models:  # one model's engine up at a time
+            run.pool.enter_group([model])
             found, missed = roll_out(run.pool.role("rollouts", model), prompts,
                                      run.config.rollouts.num_samples)  # fmt: skip
             candidates += found

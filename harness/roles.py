@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from harness.backends import Backend, RunContext, capabilities_of, create_backend
 from harness.backends.cache import CachedBackend, CompletionCache
@@ -118,12 +119,33 @@ def build_role(name: str, role_config: RoleConfig, context: RunContext) -> Role:
     return Role(name, role_config, CachedBackend(backend, cache))
 
 
+@dataclass(frozen=True)
+class EngineEvent:
+    """What a pool did: started or stopped the engine of `keys[0]`, or entered a group of
+    engines (`keys`: every engine of the group; the others were stopped just before)."""
+
+    action: Literal["start", "stop", "enter"]
+    keys: tuple[str, ...]
+
+
 class RolePool:
     """Starts each distinct backend once per run: roles served by the same model and engine
-    settings (say, proposer and verifier both on one model) share one engine or server."""
+    settings (say, proposer and verifier both on one model) share one engine or server.
 
-    def __init__(self, context: RunContext) -> None:
+    With `stop_idle`, stages move from group to group of engines (`enter_group`): entering a
+    group stops every engine outside it, so an engine starts only beside the engines of its
+    own group (GPU memory); without, every engine stays up until the pool closes.
+    `observer` is told every start, stop and group entered (tests read the lifecycle)."""
+
+    def __init__(
+        self,
+        context: RunContext,
+        stop_idle: bool = False,
+        observer: Callable[[EngineEvent], None] | None = None,
+    ) -> None:
         self.context = context
+        self.stop_idle = stop_idle
+        self._observer = observer
         self._backends: dict[str, Backend] = {}
 
     @staticmethod
@@ -137,6 +159,7 @@ class RolePool:
         key = self.key(role_config)
         if key not in self._backends:
             self._backends[key] = build_role(name, role_config, self.context).backend
+            self._tell("start", key)
         backend = self._backends[key]
         if not cached and isinstance(backend, CachedBackend):
             backend = backend.inner
@@ -147,23 +170,41 @@ class RolePool:
         cached = [b for b in self._backends.values() if isinstance(b, CachedBackend)]
         return sum(b.hits for b in cached), sum(b.misses for b in cached)
 
+    def enter_group(self, role_configs: Sequence[RoleConfig]) -> None:
+        """With `stop_idle`: the engines of `role_configs` are the ones a stage uses next;
+        every other engine stops now, before any of them starts (an engine kept by a role of
+        the group, same `key`, stays up). Without: nothing happens."""
+        if not self.stop_idle:
+            return
+        self.keep_only(list(role_configs))
+        self._tell("enter", *dict.fromkeys(self.key(c) for c in role_configs))
+
     def keep_only(self, role_configs: list[RoleConfig]) -> None:
         """Stop every backend that none of `role_configs` uses (frees GPU memory between
         stages: the proposer's engine is not needed while the policy trains)."""
         wanted = {self.key(c) for c in role_configs}
         for key in [k for k in self._backends if k not in wanted]:
-            self._backends.pop(key).close()
+            self._stop(key)
 
     def release(self, role_config: RoleConfig) -> None:
         """Stop the backend serving `role_config`, if it runs."""
-        backend = self._backends.pop(self.key(role_config), None)
-        if backend is not None:
-            backend.close()
+        if self.key(role_config) in self._backends:
+            self._stop(self.key(role_config))
 
     def close(self) -> None:
-        backends, self._backends = list(self._backends.values()), {}
-        for backend in backends:
+        for key in list(self._backends):
+            self._stop(key)
+
+    def _stop(self, key: str) -> None:
+        backend = self._backends.pop(key)
+        try:
             backend.close()
+        finally:
+            self._tell("stop", key)
+
+    def _tell(self, action: Literal["start", "stop", "enter"], *keys: str) -> None:
+        if self._observer is not None:
+            self._observer(EngineEvent(action, keys))
 
     def __enter__(self) -> RolePool:
         return self

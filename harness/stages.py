@@ -134,6 +134,7 @@ def stage_train(run: Run) -> StageResult:
     def body() -> dict[str, Any]:
         _start_fresh_unless_resuming(run.train_dir, fingerprint("train", *inputs))
         own_server = capabilities_of(verifier).serves_endpoint  # started by the training run
+        run.pool.enter_group([] if own_server else [verifier])  # the rest is the trainer's
         shared = None if own_server else run.pool.role("verifier", verifier)
         result = train(config, verifier_role=shared)
         summary = TrainSummary(
@@ -175,9 +176,11 @@ def stage_judge(run: Run) -> StageResult:
               *run.template_files()]  # fmt: skip
 
     def body() -> dict[str, Any]:
+        run.pool.enter_group([policy])  # both sides are sampled before the judge starts
         role, samples = run.pool.role("policy", policy), config.judge.samples
         base = sample_side(role, prompts, samples, None, "base", run.judge_dir)
         trained = sample_side(role, prompts, samples, adapter, "trained", run.judge_dir)
+        run.pool.enter_group([judge_config])
         judgements, summary = judge_sides(run, run.pool.role("judge", judge_config), prompts,
                                           pair_up(trained, base), ("trained", "base"))  # fmt: skip
         return {"pairs": len(judgements), "unscored": summary.unscored}
