@@ -170,7 +170,14 @@ for _stage, _help in (
 @main.command()
 @config_option
 @set_option
-def train(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--result",
+    "result_path",
+    hidden=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON here (the train stage of `harness eval` reads it).",
+)
+def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Path | None) -> None:
     """LoRA GRPO training of the policy with the rubric reward (resumes from a checkpoint)."""
     from harness.console import console
     from harness.report.terminal import training_table
@@ -178,6 +185,10 @@ def train(config_path: Path | None, overrides: tuple[str, ...]) -> None:
 
     config = prepare_run(config_path, overrides)
     result = run_training(config)
+    if result_path is not None:
+        from harness.train_process import write_result
+
+        write_result(result, result_path)
     console.print(training_table(result))
     if result.resumed_from:
         console.print(f"resumed from checkpoint-{result.resumed_from}")

@@ -57,6 +57,8 @@ def explain(exc: Exception) -> tuple[str, int]:
         return str(exc), INPUT_STATUS
     if isinstance(exc, BackendError):
         return str(exc), BACKEND_STATUS
+    if isinstance(getattr(exc, "exit_status", None), int):  # a failed child process's status
+        return str(exc), exc.exit_status  # type: ignore[attr-defined]
     if isinstance(exc, UnicodeDecodeError):
         return _not_utf8(exc), INPUT_STATUS
     if isinstance(exc, OSError) and (exc.filename is not None or exc.errno in FILE_HINTS):

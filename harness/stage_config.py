@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeInt, field_validator
 
 from harness.role_config import RoleConfig, StrictModel
 
@@ -103,7 +103,20 @@ class TrainConfig(StrictModel):
     lora_targets: str | list[str] = "all-linear"
     lora_modules_to_save: list[str] = Field(default_factory=list, description="fully trained")
     generation: Literal["transformers", "vllm"] = "transformers"
-    vllm_memory_share: float = Field(0.3, gt=0, le=1)
+    vllm_memory_share: float = Field(0.3, gt=0, le=1, description="colocated vLLM's GPU share")
+    vllm_max_model_len: int | None = Field(
+        None, ge=1, description="colocated vLLM's context; default: the longest training "
+        "prompt plus max_completion_length",
+    )  # fmt: skip
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="the policy's weights; auto: bfloat16 on a GPU that has it, "
+        "float16 on one that has not, float32 on CPU",
+    )  # fmt: skip
+    gpus: list[NonNegativeInt] | None = Field(
+        None, description="GPU indices (as CUDA_VISIBLE_DEVICES names them) the training "
+        "process sees in `harness eval`; default: the only GPU, or the last of several; more "
+        "than one trains through `accelerate launch`",
+    )  # fmt: skip
     trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends import capabilities_of
 from harness.compare import compare_verifiers, labels_source
 from harness.config import HarnessConfig, RoleConfig
 from harness.datasets import load_candidates
@@ -115,7 +114,10 @@ def stage_compare(run: Run) -> StageResult:
 
 
 def stage_train(run: Run) -> StageResult:
-    from harness.training import train
+    """Training runs in a child process (harness.train_process) that opens its own verifier;
+    with `eval.stop_idle_engines` (GPU profiles) the run's engines are stopped first, so
+    that their memory is free."""
+    from harness.train_process import train_in_child
 
     config = run.config
     verifier = config.verifier(config.train.verifier)
@@ -133,10 +135,9 @@ def stage_train(run: Run) -> StageResult:
 
     def body() -> dict[str, Any]:
         _start_fresh_unless_resuming(run.train_dir, fingerprint("train", *inputs))
-        own_server = capabilities_of(verifier).serves_endpoint  # started by the training run
-        run.pool.enter_group([] if own_server else [verifier])  # the rest is the trainer's
-        shared = None if own_server else run.pool.role("verifier", verifier)
-        result = train(config, verifier_role=shared)
+        # the child opens its own verifier: on GPU profiles the parent's engines make room
+        run.pool.enter_group([])
+        result = train_in_child(config, run.config_path)
         summary = TrainSummary(
             steps=result.steps,
             reward_first=result.reward_first,

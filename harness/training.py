@@ -35,7 +35,7 @@ from typing import Any
 
 from harness import machine
 from harness.backends import RunContext, capabilities_of
-from harness.config import ConfigError, HarnessConfig, RoleConfig
+from harness.config import ConfigError, HarnessConfig, RoleConfig, TrainConfig
 from harness.jsonl import InputError, read_records, read_text, write_atomic
 from harness.roles import Role
 from harness.rubric_reward import RubricReward
@@ -201,24 +201,38 @@ def _trainer(
                       modules_to_save=settings.lora_modules_to_save or None,
                       task_type="CAUSAL_LM")  # fmt: skip
     timed = _timed_trainer_class(GRPOTrainer)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    longest = longest_prompt_tokens(tokenizer, data) if settings.generation == "vllm" else None
     return timed(
         model=policy_path,
         reward_funcs=[reward],
-        args=grpo_config(config, train_dir),
+        args=grpo_config(config, train_dir, longest),
         train_dataset=Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(policy_path),
+        processing_class=tokenizer,
         peft_config=lora,
         callbacks=[_metrics_callback(train_dir / "metrics.jsonl")],
     )
 
 
-def grpo_config(config: HarnessConfig, train_dir: Path):  # -> trl.GRPOConfig
-    """The harness's train settings, then the `train.trl` pass-through on top."""
-    import torch
+def grpo_config(config: HarnessConfig, train_dir: Path, longest_prompt: int | None = None):
+    """The GRPOConfig of `grpo_options`."""
     from trl import GRPOConfig
+
+    return GRPOConfig(**grpo_options(config, train_dir, longest_prompt))
+
+
+def grpo_options(
+    config: HarnessConfig, train_dir: Path, longest_prompt: int | None = None
+) -> dict[str, Any]:
+    """The harness's train settings, then the `train.trl` pass-through on top. On a GPU: the
+    policy in bfloat16 (`train.dtype: auto`), gradient checkpointing, and a colocated vLLM
+    engine with its own memory share and a context of the longest prompt (`longest_prompt`
+    tokens) plus the completion."""
+    import torch
 
     settings, policy = config.train, config.roles.get("policy")
     on_gpu = torch.cuda.is_available()
+    dtype = policy_dtype(settings.dtype)
     options: dict[str, Any] = {
         "output_dir": str(train_dir / "checkpoints"),
         "max_steps": settings.max_steps,
@@ -238,14 +252,50 @@ def grpo_config(config: HarnessConfig, train_dir: Path):  # -> trl.GRPOConfig
         "seed": settings.seed,
         "report_to": "none",
         "use_cpu": not on_gpu,
-        "bf16": on_gpu,
-        "gradient_checkpointing": False,
+        "model_init_kwargs": {"dtype": dtype},
+        "bf16": dtype == "bfloat16",
+        "fp16": dtype == "float16",
+        "gradient_checkpointing": on_gpu,
         "use_vllm": settings.generation == "vllm",
         "vllm_mode": "colocate",
         "vllm_gpu_memory_utilization": settings.vllm_memory_share,
+        "vllm_max_model_length": vllm_max_model_length(settings, longest_prompt),
         "disable_tqdm": True,
     }
-    return GRPOConfig(**{**options, **settings.trl})
+    return {**options, **settings.trl}
+
+
+def policy_dtype(setting: str) -> str:
+    """The dtype the policy loads in: `train.dtype`, where `auto` is bfloat16 on a CUDA GPU
+    that supports it (float16 on an older one) and float32 on CPU (TRL's own default is
+    float32 everywhere: 33 GB for an 8B policy)."""
+    import torch
+
+    if setting != "auto":
+        return setting
+    if not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def vllm_max_model_length(settings: TrainConfig, longest_prompt: int | None) -> int | None:
+    """Colocated vLLM's context: `train.vllm_max_model_len`, else the longest prompt plus the
+    completion (None: TRL takes the model's own, whose KV cache may not fit its share)."""
+    if settings.generation != "vllm":
+        return None
+    if settings.vllm_max_model_len is not None:
+        return settings.vllm_max_model_len
+    return longest_prompt + settings.max_completion_length if longest_prompt else None
+
+
+def longest_prompt_tokens(tokenizer: Any, data: TrainingData) -> int:
+    """Tokens of the longest training prompt, rendered by the policy's chat template."""
+    lengths = []
+    for prompt in data.prompts.values():
+        messages = [m.model_dump() for m in prompt.messages]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return max(lengths, default=0)
 
 
 def _timed_trainer_class(base: type) -> type:

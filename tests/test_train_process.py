@@ -1,0 +1,234 @@
+"""The training child process of `harness eval` (its command line, environment, GPUs and
+failure report, through fake children) and the GRPOConfig options sent to TRL on a GPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import train_process
+from harness.config import HarnessConfig
+from harness.errors import explain
+from harness.train_process import (
+    TrainingProcessError,
+    read_result,
+    run_child,
+    train_command,
+    train_environment,
+    train_in_child,
+    training_gpus,
+    write_result,
+)
+from harness.training import TrainResult, grpo_options
+
+from .conftest import scripted_role
+
+RUN_TIME_VARIABLES = {
+    "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
+    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+    "VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_DIST_IDENT": "x",
+}  # fmt: skip
+GUARD_VARIABLES = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "VLLM_CACHE_ROOT": "/cache/vllm",
+    "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
+}  # fmt: skip
+
+
+def profile(tmp_path: Path, **train) -> HarnessConfig:
+    return HarnessConfig.model_validate({
+        "runs_dir": str(tmp_path), "run_name": "r", "train": train,
+        "roles": {"policy": scripted_role(sampling={"temperature": 0.7}).model_dump()},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("chosen", "visible", "expected"),
+    [
+        (None, [], []),  # CPU: no GPU to limit
+        (None, ["0"], ["0"]),
+        (None, ["0", "1"], ["1"]),  # the last of several
+        (None, ["2", "5", "7"], ["7"]),  # as the parent's CUDA_VISIBLE_DEVICES names them
+        ([0, 1], ["0", "1"], ["0", "1"]),  # train.gpus
+    ],
+)
+def test_training_gpus(chosen, visible, expected):
+    assert training_gpus(chosen, visible) == expected
+
+
+def test_one_gpu_runs_harness_train_on_the_resolved_profile(tmp_path: Path):
+    config, result = tmp_path / "config.yaml", tmp_path / "result.json"
+    assert train_command(config, result, ["1"]) == [
+        sys.executable, "-m", "harness", "train", "-c", str(config), "--result", str(result)
+    ]  # fmt: skip
+    assert train_command(config, result, []) == train_command(config, result, ["0"])
+
+
+def test_two_gpus_go_through_accelerate_launch(tmp_path: Path):
+    config, result = tmp_path / "config.yaml", tmp_path / "result.json"
+    assert train_command(config, result, ["0", "1"]) == [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+        "--num_processes", "2",
+        "-m", "harness", "train", "-c", str(config), "--result", str(result),
+    ]  # fmt: skip
+
+
+def test_the_environment_is_clean_limited_to_the_gpus_and_keeps_the_offline_guard(monkeypatch):
+    for name, value in {**RUN_TIME_VARIABLES, **GUARD_VARIABLES}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr("harness.backends.processes.thread_binding",
+                        lambda: {"VLLM_CPU_OMP_THREADS_BIND": "auto"})  # fmt: skip
+    environ = train_environment(offline=True, gpus=["1"])
+    assert not set(RUN_TIME_VARIABLES) & set(environ)
+    assert {k: environ[k] for k in GUARD_VARIABLES} == GUARD_VARIABLES
+    assert "HTTPS_PROXY" not in environ
+    assert environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert environ["VLLM_CPU_OMP_THREADS_BIND"] == "auto"  # the binding the parent would give
+
+
+def test_without_gpus_the_visible_devices_are_left_alone(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert "CUDA_VISIBLE_DEVICES" not in train_environment(offline=False, gpus=[])
+
+
+def child(script: str) -> list[str]:
+    return [sys.executable, "-c", script]
+
+
+def test_a_failed_child_is_reported_with_its_status_and_last_lines():
+    shown: list[str] = []
+    script = "import sys; [print(f'line {i}', file=sys.stderr) for i in range(30)]; sys.exit(1)"
+    with pytest.raises(TrainingProcessError) as failure:
+        run_child(child(script), {}, show=shown.append)
+    message = str(failure.value)
+    assert message.splitlines()[0].startswith("the training process exited with code 1 (")
+    assert message.splitlines()[1:] == [f"  | line {i}" for i in range(10, 30)]
+    assert shown == [f"line {i}" for i in range(30)]  # every line streamed through
+    assert explain(failure.value) == (message, 1)
+
+
+def test_the_childs_exit_status_is_kept_and_a_signal_gives_1():
+    with pytest.raises(TrainingProcessError) as failure:
+        run_child(child("print('bad profile'); raise SystemExit(2)"), {}, show=lambda _: None)
+    assert failure.value.exit_status == 2 and "  | bad profile" in str(failure.value)
+    with pytest.raises(TrainingProcessError) as killed:
+        run_child(child("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), {},
+                  show=lambda _: None)  # fmt: skip
+    assert killed.value.exit_status == 1 and "killed by signal 9" in str(killed.value)
+
+
+def result_of(train_dir: Path) -> TrainResult:
+    return TrainResult(
+        train_dir=train_dir, adapter_dir=train_dir / "adapter", steps=4, reward_first=0.25,
+        reward_last=None, base_weights_unchanged=True, adapter_weights_changed=True,
+        peak_memory_mb=12.5, step_split={"step_s": 1.0}, resumed_from=2,
+    )  # fmt: skip
+
+
+def test_the_result_travels_as_json_from_the_main_process_only(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    monkeypatch.setenv("RANK", "1")
+    write_result(result_of(tmp_path), path)
+    assert not path.exists()
+    monkeypatch.setenv("RANK", "0")
+    write_result(result_of(tmp_path), path)
+    assert read_result(path) == result_of(tmp_path)
+
+
+FAKE_TRAIN = """
+import json, os, sys
+from pathlib import Path
+result = Path(sys.argv[sys.argv.index("--result") + 1])
+config = sys.argv[sys.argv.index("-c") + 1]
+record = {"train_dir": "t", "adapter_dir": "t/adapter", "steps": 3, "reward_first": 0.5,
+          "reward_last": 0.75, "base_weights_unchanged": True, "adapter_weights_changed": True,
+          "peak_memory_mb": 1.0, "step_split": {}, "resumed_from": 0}
+print("training", config, file=sys.stderr)
+result.write_text(json.dumps(record))
+Path(os.environ["FAKE_ENV"]).write_text(json.dumps(dict(os.environ)))
+"""
+
+
+def test_train_in_child_runs_the_command_with_the_clean_environment(tmp_path, monkeypatch):
+    script, env_file = tmp_path / "fake_train.py", tmp_path / "env.json"
+    script.write_text(FAKE_TRAIN)
+    commands: list[list[str]] = []
+
+    def fake_command(config_path, result_path, gpus):
+        commands.append(train_command(config_path, result_path, gpus))
+        return [sys.executable, str(script), *commands[-1][3:]]  # its arguments, not harness
+
+    monkeypatch.setattr(train_process, "train_command", fake_command)
+    monkeypatch.setattr(train_process, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setenv("FAKE_ENV", str(env_file))
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    config = profile(tmp_path)
+    config_path = tmp_path / "r" / "config.yaml"
+    config_path.parent.mkdir()
+    shown: list[str] = []
+    result = train_in_child(config, config_path, show=shown.append)
+    assert (result.steps, result.reward_last) == (3, 0.75)
+    assert shown == [f"training {config_path}"]
+    assert commands[0][:6] == [sys.executable, "-m", "harness", "train", "-c", str(config_path)]
+    environ = json.loads(env_file.read_text())
+    assert environ["CUDA_VISIBLE_DEVICES"] == "1" and "MASTER_PORT" not in environ
+    assert HarnessConfig.model_validate_json(json.dumps(_yaml(config_path))) == config
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def fields_of_grpo_config() -> set[str]:
+    from trl import GRPOConfig
+
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def test_on_a_gpu_the_policy_loads_in_bfloat16_with_colocated_vllm_that_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    config = profile(tmp_path, generation="vllm", vllm_memory_share=0.35,
+                     max_completion_length=2048)  # fmt: skip
+    options = grpo_options(config, tmp_path / "train", longest_prompt=512)
+    sent = {k: options[k] for k in (
+        "use_cpu", "model_init_kwargs", "bf16", "fp16", "gradient_checkpointing", "use_vllm",
+        "vllm_mode", "vllm_gpu_memory_utilization", "vllm_max_model_length")}  # fmt: skip
+    assert sent == {
+        "use_cpu": False, "model_init_kwargs": {"dtype": "bfloat16"}, "bf16": True,
+        "fp16": False, "gradient_checkpointing": True, "use_vllm": True,
+        "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.35,
+        "vllm_max_model_length": 512 + 2048,
+    }  # fmt: skip
+    assert set(options) <= fields_of_grpo_config()  # every name is one TRL 1.16 knows
+
+
+def test_a_gpu_without_bfloat16_trains_in_float16_and_settings_win(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    options = grpo_options(profile(tmp_path, generation="vllm"), tmp_path, longest_prompt=None)
+    assert options["model_init_kwargs"] == {"dtype": "float16"} and options["fp16"]
+    assert options["vllm_max_model_length"] is None  # no prompt length known: TRL's default
+    explicit = profile(tmp_path, generation="vllm", dtype="float32", vllm_max_model_len=4096,
+                       trl={"gradient_checkpointing": False})  # fmt: skip
+    options = grpo_options(explicit, tmp_path, longest_prompt=100)
+    assert options["model_init_kwargs"] == {"dtype": "float32"}
+    assert not options["bf16"] and not options["fp16"] and not options["gradient_checkpointing"]
+    assert options["vllm_max_model_length"] == 4096
+
+
+def test_on_cpu_the_options_stay_as_they_were(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    options = grpo_options(profile(tmp_path), tmp_path, longest_prompt=100)
+    assert options["use_cpu"] and options["model_init_kwargs"] == {"dtype": "float32"}
+    assert not options["bf16"] and not options["fp16"] and not options["gradient_checkpointing"]
+    assert options["vllm_max_model_length"] is None  # plain generation: no vLLM context
