@@ -13,6 +13,14 @@ from harness.types import Sampling
 ROLE_NAMES = ("policy", "proposer", "verifier", "judge")
 BackendName = Literal["vllm", "vllm-server", "openai", "transformers", "scripted"]
 
+# Roles that answer in a fixed format (JSON under a grammar, a verdict): a model that thinks
+# first (Qwen3) writes a <think> trace there that the grammar and max_tokens cut off.
+THINKING_OFF_ROLES = ("proposer", "verifier", "judge")
+# Backends whose chat template the harness renders, or a vLLM server it starts (OpenAI itself
+# rejects unknown body fields, so the `openai` backend sends them only when a profile does).
+TEMPLATE_BACKENDS = ("vllm", "vllm-server", "transformers")
+THINKING_OFF = {"enable_thinking": False}
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,6 +42,12 @@ class RoleConfig(StrictModel):
     max_attempts: int = Field(3, ge=1, le=10)
     request_timeout_s: float = Field(300.0, gt=0, description="one answer; then it is retried")
     startup_timeout_s: float = Field(600.0, gt=0)
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="variables for the model's chat template (e.g. enable_thinking: false); "
+        "unset: the role's default (see `template_kwargs`)",
+        exclude_if=lambda value: value is None,  # unset: fingerprints stay as they were
+    )
     replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
     rule: Literal["keyword", "synthetic"] | None = Field(
         None, description="scripted backend: a built-in rule"
@@ -79,3 +93,21 @@ class Roles(StrictModel):
         if value is None:
             raise ConfigError(f"role {role!r} is not configured in this profile (roles.{role})")
         return value
+
+
+def template_kwargs(role: str, config: RoleConfig) -> dict[str, Any]:
+    """The chat template variables of `role` served by `config`: the profile's, or by default
+    thinking switched off for the proposer, verifier and judge on a backend whose template is
+    rendered by the harness or its own vLLM server. The policy and rollout models answer as
+    they were trained unless the profile says otherwise."""
+    if config.chat_template_kwargs is not None:
+        return dict(config.chat_template_kwargs)
+    if role in THINKING_OFF_ROLES and config.backend in TEMPLATE_BACKENDS:
+        return dict(THINKING_OFF)
+    return {}
+
+
+def policy_chat_template_kwargs(roles: Roles) -> dict[str, Any] | None:
+    """The policy's chat template variables for training (TRL's `chat_template_kwargs`), or
+    None where it has none."""
+    return template_kwargs("policy", roles.get("policy")) or None

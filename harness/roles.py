@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.backends import Backend, RunContext, capabilities_of, create_backend
+from harness.backends.base import for_role
 from harness.backends.cache import CachedBackend, CompletionCache
 from harness.config import HarnessConfig, RoleConfig
 from harness.console import progress_bar
@@ -49,6 +50,7 @@ class Role:
         """One completion per request, in order; failures retried up to `max_attempts`."""
         if not requests:
             return []
+        requests = for_role(requests, self.name, self.config)  # its chat template variables
         started = time.perf_counter()
         results: list[Completion | None] = [None] * len(requests)
         pending = list(range(len(requests)))

@@ -37,6 +37,7 @@ from harness import machine
 from harness.backends import RunContext, capabilities_of
 from harness.config import ConfigError, HarnessConfig, RoleConfig, TrainConfig
 from harness.jsonl import InputError, read_records, read_text, write_atomic
+from harness.role_config import policy_chat_template_kwargs
 from harness.roles import Role
 from harness.rubric_reward import RubricReward
 from harness.runstate import RunPaths
@@ -96,6 +97,7 @@ def served_verifier(
         yield verifier.model_copy(update={
             "backend": "openai", "base_url": server.base_url,  # type: ignore[attr-defined]
             "served_model_name": verifier.label, "name": verifier.label,
+            "chat_template_kwargs": server.template_kwargs_read("verifier", verifier),
         })  # fmt: skip
     finally:
         server.close()
@@ -261,6 +263,7 @@ def grpo_options(
         "vllm_gpu_memory_utilization": settings.vllm_memory_share,
         "vllm_max_model_length": vllm_max_model_length(settings, longest_prompt),
         "disable_tqdm": True,
+        "chat_template_kwargs": policy_chat_template_kwargs(config.roles),
     }
     return {**options, **settings.trl}
 

@@ -54,6 +54,10 @@ class ChatRequest(Record):
     json_schema: dict[str, Any] | None = None
     schema_name: str = "output"
     adapter: Adapter | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="variables for the chat template (set by the role)",
+        exclude_if=lambda value: value is None,
+    )  # fmt: skip
     id: str | None = None
 
     def effective_seed(self, model: str) -> int:

@@ -122,6 +122,9 @@ class FakeServer:
     def close(self) -> None:
         self.closed = True
 
+    def template_kwargs_read(self, role: str, config: RoleConfig) -> dict[str, bool]:
+        return {"enable_thinking": False}  # what its template reads of the role's variables
+
 
 def test_training_starts_a_server_only_for_a_verifier_that_serves_an_endpoint(context, monkeypatch):
     import harness.backends
@@ -139,6 +142,7 @@ def test_training_starts_a_server_only_for_a_verifier_that_serves_an_endpoint(co
     with served_verifier(verifier, context) as served:
         assert served.backend == "openai" and served.base_url == FakeServer.base_url
         assert served.served_model_name == "judge-a" and not servers[0].closed
+        assert served.chat_template_kwargs == {"enable_thinking": False}
     assert servers[0].closed
 
 

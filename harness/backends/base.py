@@ -22,6 +22,7 @@ import jsonschema
 
 from harness.config import RoleConfig
 from harness.models.manifest import local_model_dir, model_fingerprint
+from harness.role_config import template_kwargs
 from harness.types import ChatRequest, Completion
 
 Advance = Callable[[int], None]
@@ -129,6 +130,23 @@ class Backend(ABC):
             "weights": model_fingerprint(str(local)) if local else None,
         }
 
+    def chat_template(self) -> str | None:
+        """The source of the chat template this backend renders, or None where unknown (a
+        remote endpoint): it tells which template variables can change a prompt."""
+        return None
+
+    def template_reads(self, name: str) -> bool:
+        """Whether the chat template may read variable `name` (a Jinja template cannot read a
+        variable it never names; an unknown template may read any)."""
+        source = self.chat_template()
+        return source is None or name in source
+
+    def template_kwargs_read(self, role: str, config: RoleConfig) -> dict[str, Any]:
+        """Of the chat template variables of `role` (`template_kwargs`), those this backend's
+        template may read: what a client of its endpoint needs to send."""
+        kwargs = template_kwargs(role, config)
+        return {name: value for name, value in kwargs.items() if self.template_reads(name)}
+
     def process_ids(self) -> list[int]:
         """The processes that hold this backend's model (for peak-memory readings); none for
         a remote endpoint."""
@@ -189,3 +207,34 @@ def context_overflow(num_prompt_tokens: int, context_length: int) -> str | None:
 
 def plain_messages(request: ChatRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+def for_role(requests: Sequence[ChatRequest], role: str, config: RoleConfig) -> list[ChatRequest]:
+    """The requests with the chat template variables of `role` (`template_kwargs`), where a
+    request does not carry its own: several roles may share one backend, so they travel with
+    each request."""
+    kwargs = template_kwargs(role, config)
+    if not kwargs:
+        return list(requests)
+    return [
+        r if r.chat_template_kwargs is not None
+        else r.model_copy(update={"chat_template_kwargs": kwargs})
+        for r in requests
+    ]  # fmt: skip
+
+
+def template_source(tokenizer_template: Any) -> str | None:
+    """A tokenizer's `chat_template` as one text: a string, or named templates (a mapping or
+    a list of {name, template}) joined; None when the tokenizer has none."""
+    if isinstance(tokenizer_template, str):
+        return tokenizer_template
+    if isinstance(tokenizer_template, dict):
+        return "\n".join(str(t) for t in tokenizer_template.values())
+    if isinstance(tokenizer_template, list):
+        return "\n".join(str(t.get("template", "")) for t in tokenizer_template)
+    return None
+
+
+def template_arguments(request: ChatRequest) -> dict[str, Any]:
+    """Keyword arguments for `apply_chat_template`: the request's template variables."""
+    return dict(request.chat_template_kwargs or {})

@@ -2,9 +2,9 @@
 
 The key hashes everything that changes an output: the backend's identity (backend, model,
 grammar engine, engine options) and the whole request (messages, sampling, seed, sample index,
-retry attempt, schema). Only clean answers are stored: never an error, never a truncation.
-When the backend goes away mid-batch, the answers it gave before are stored, so that the
-rerun asks only for the rest.
+retry attempt, schema, the chat template variables its template reads). Only clean answers
+are stored: never an error, never a truncation. When the backend goes away mid-batch, the
+answers it gave before are stored, so that the rerun asks only for the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,20 @@ from harness.jsonl import InputError
 from harness.types import ChatRequest, Completion
 
 
-def cache_key(identity: dict[str, Any], request: ChatRequest) -> str:
-    payload = {"backend": identity, "request": request.model_dump(mode="json", exclude={"id"})}
+def cache_key(
+    identity: dict[str, Any],
+    request: ChatRequest,
+    template_reads: Callable[[str], bool] = lambda name: True,
+) -> str:
+    """The key of `request` to the backend of `identity`. Of the request's chat template
+    variables, only those the template may read are part of it (`template_reads`): another
+    value of those renders another prompt, whereas a request whose variables its template
+    never reads keeps the key it had without them."""
+    dumped = request.model_dump(mode="json", exclude={"id", "chat_template_kwargs"})
+    kwargs = request.chat_template_kwargs or {}
+    if read := {k: v for k, v in kwargs.items() if template_reads(k)}:
+        dumped["chat_template_kwargs"] = read
+    payload = {"backend": identity, "request": dumped}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -104,6 +116,9 @@ class CachedBackend(Backend):
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         return self.inner.prompt_too_long(request)
 
+    def chat_template(self) -> str | None:
+        return self.inner.chat_template()
+
     def process_ids(self) -> list[int]:
         return self.inner.process_ids()
 
@@ -114,7 +129,7 @@ class CachedBackend(Backend):
         self, requests: Sequence[ChatRequest], advance: Advance | None
     ) -> list[Completion]:
         identity = self.inner.identity()
-        keys = [cache_key(identity, r) for r in requests]
+        keys = [cache_key(identity, r, self.inner.template_reads) for r in requests]
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(requests) - len(missing)

@@ -23,6 +23,8 @@ from harness.backends.base import (
     RunContext,
     context_overflow,
     plain_messages,
+    template_arguments,
+    template_source,
 )
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -86,9 +88,26 @@ class TransformersBackend(Backend):
         processor.reset()
         return processor
 
+    def chat_template(self) -> str | None:
+        return template_source(self.tokenizer.chat_template)
+
+    def render(self, request: ChatRequest) -> str:
+        """The prompt text of `request`: its messages in the chat template, with the request's
+        template variables (`enable_thinking`, ...)."""
+        return self.tokenizer.apply_chat_template(  # type: ignore[no-any-return]
+            plain_messages(request),
+            tokenize=False,
+            add_generation_prompt=True,
+            **template_arguments(request),
+        )
+
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         ids = self.tokenizer.apply_chat_template(
-            plain_messages(request), tokenize=True, add_generation_prompt=True, return_dict=False
+            plain_messages(request),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+            **template_arguments(request),
         )
         limit = getattr(self.hf_model.config, "max_position_embeddings", None)
         return context_overflow(len(ids), limit) if limit else None
@@ -109,10 +128,7 @@ class TransformersBackend(Backend):
 
         started = time.perf_counter()
         self._use_adapter(request.adapter)
-        prompt = self.tokenizer.apply_chat_template(
-            plain_messages(request), tokenize=False, add_generation_prompt=True
-        )
-        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.hf_model.device)
+        inputs = self.tokenizer(self.render(request), return_tensors="pt").to(self.hf_model.device)
         sampling = request.sampling
         processors = LogitsProcessorList()
         if request.json_schema is not None:

@@ -121,6 +121,8 @@ class OpenAIBackend(Backend):
             arguments["stop"] = list(sampling.stop)
         if sampling.logprobs is not None:
             arguments |= {"logprobs": True, "top_logprobs": sampling.logprobs}
+        if request.chat_template_kwargs:  # vLLM's server reads them; sent only when set
+            arguments["extra_body"] = {"chat_template_kwargs": request.chat_template_kwargs}
         if request.json_schema is not None:
             arguments["response_format"] = {
                 "type": "json_schema",

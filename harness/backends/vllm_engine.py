@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import json
 import math
 import os
 import signal
@@ -36,6 +37,8 @@ from harness.backends.base import (
     RunContext,
     context_overflow,
     plain_messages,
+    template_arguments,
+    template_source,
 )
 from harness.backends.processes import stop_processes, thread_binding
 from harness.config import RoleConfig
@@ -248,12 +251,7 @@ class VLLMEngineBackend(Backend):
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            outputs = self.llm.chat(
-                [plain_messages(r) for r in requests],
-                [self._sampling_params(r) for r in requests],
-                use_tqdm=progress,
-                lora_request=adapters if any(adapters) else None,
-            )
+            outputs = self._chat(requests, adapters, progress)
         except VLLMValidationError as error:  # every request of a batch shares its schema
             raise BackendError(
                 f"role {self.role!r}: the engine refused the request ({error}); with a JSON "
@@ -266,6 +264,27 @@ class VLLMEngineBackend(Backend):
             ) from None
         batch_latency = time.perf_counter() - started
         return [self._completion(o, _request_latency(o, batch_latency)) for o in outputs]
+
+    def _chat(self, requests: Sequence[ChatRequest], adapters: list[Any], progress: Any) -> list:
+        """`LLM.chat` once per set of chat template variables among the requests (it takes one
+        set per call; the requests of one role share theirs), outputs in request order."""
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            key = json.dumps(request.chat_template_kwargs, sort_keys=True)
+            groups.setdefault(key, []).append(i)
+        outputs: list[Any] = [None] * len(requests)
+        for indices in groups.values():
+            chosen = [adapters[i] for i in indices]
+            answered = self.llm.chat(
+                [plain_messages(requests[i]) for i in indices],
+                [self._sampling_params(requests[i]) for i in indices],
+                use_tqdm=progress,
+                lora_request=chosen if any(chosen) else None,
+                chat_template_kwargs=template_arguments(requests[indices[0]]) or None,
+            )
+            for i, output in zip(indices, answered):
+                outputs[i] = output
+        return outputs
 
     def _completion(self, output: Any, latency: float) -> Completion:
         sample = output.outputs[0]
@@ -284,10 +303,17 @@ class VLLMEngineBackend(Backend):
     def engine_handle(self) -> Any:
         return self.llm
 
+    def chat_template(self) -> str | None:
+        return template_source(getattr(self.llm.get_tokenizer(), "chat_template", None))
+
     def prompt_too_long(self, request: ChatRequest) -> str | None:
         tokenizer = self.llm.get_tokenizer()
         ids = tokenizer.apply_chat_template(
-            plain_messages(request), tokenize=True, add_generation_prompt=True, return_dict=False
+            plain_messages(request),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+            **template_arguments(request),
         )
         return context_overflow(len(ids), self.llm.llm_engine.model_config.max_model_len)
 

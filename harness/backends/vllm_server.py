@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import shm
-from harness.backends.base import Advance, BackendError, BackendGone, Capabilities, RunContext
+from harness.backends.base import (
+    Advance,
+    BackendError,
+    BackendGone,
+    Capabilities,
+    RunContext,
+    template_source,
+)
 from harness.backends.openai_api import OpenAIBackend
 from harness.backends.processes import BIND_VARIABLE, stop_group, thread_binding
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
@@ -89,6 +96,22 @@ def server_command(model_path: str, config: RoleConfig, port: int) -> list[str]:
     ]
 
 
+def model_chat_template(model_path: str, engine: dict[str, Any]) -> str | None:
+    """The chat template the server renders: the `chat_template` engine option (a file or the
+    template itself), else the model folder's (chat_template.jinja, tokenizer_config.json)."""
+    given = engine.get("chat_template")
+    if isinstance(given, str):
+        path = Path(given)
+        return path.read_text(errors="replace") if path.is_file() else given
+    folder = Path(model_path)
+    with contextlib.suppress(OSError):
+        return (folder / "chat_template.jinja").read_text(errors="replace")
+    with contextlib.suppress(OSError, ValueError):
+        tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+        return template_source(tokenizer.get("chat_template"))
+    return None
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel to SIGTERM it when the harness dies."""
     with contextlib.suppress(OSError, AttributeError):
@@ -117,6 +140,7 @@ class VLLMServerBackend(OpenAIBackend):
             self._stop()
             raise
         self.startup_s = time.perf_counter() - started
+        self._chat_template = model_chat_template(model_path, config.engine)
         try:
             super().__init__(
                 role,
@@ -167,6 +191,9 @@ class VLLMServerBackend(OpenAIBackend):
         """Without the port, which is new on every start: a rerun's answers come from the
         cache (its server answers as the last one did: same model, engine and seed)."""
         return {k: v for k, v in super().identity().items() if k != "base_url"}
+
+    def chat_template(self) -> str | None:
+        return self._chat_template
 
     def gone_reason(self) -> str | None:
         process = self.process
