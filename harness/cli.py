@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
+from harness.gpu import require_usable_cuda
 from harness.jsonl import check_writable, read_json
 from harness.models_cli import models
 from harness.runstate import RunPaths
@@ -47,6 +48,7 @@ def prepare_run(
     from harness.offline import apply_environment
 
     config = load_config(config_path, list(overrides))
+    require_usable_cuda()  # a CUDA build without a usable GPU stops here, not on the CPU
     if stages:
         from harness.stages import check_roles
 

@@ -45,7 +45,7 @@ from harness.labels import (
     majority_labels,
     match_labels,
 )
-from harness.machine import nvidia_smi
+from harness.machine import peak_gpu_memory, visible_gpus
 from harness.metrics import (
     agreement,
     pairwise_accuracy,
@@ -108,8 +108,8 @@ def measure(
 
 @contextmanager
 def peak_memory(pids: Sequence[int], interval_s: float = 0.05) -> Iterator[dict[str, float]]:
-    """Sample the resident memory (plus GPU memory, where nvidia-smi reports it) of `pids`
-    while the block runs; the peak in MB lands in the yielded dict under "mb"."""
+    """Sample the resident memory of `pids` (plus the memory in use on the GPUs the engines
+    see) while the block runs; the peak in MB lands in the yielded dict under "mb"."""
     import psutil
 
     result: dict[str, float] = {}
@@ -133,23 +133,13 @@ def peak_memory(pids: Sequence[int], interval_s: float = 0.05) -> Iterator[dict[
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        yield result
+        with peak_gpu_memory(visible_gpus()) as gpu:  # per device: PIDs read 0 in containers
+            yield result
     finally:
         stop.set()
         sampler.join()
-        gpu = gpu_memory_mb(pids)
-        if gpu:
-            result["mb"] = result.get("mb", 0.0) + gpu
-
-
-def gpu_memory_mb(pids: Sequence[int]) -> float:
-    """GPU memory held by `pids` now (0 without an NVIDIA GPU)."""
-    wanted, total = set(pids), 0.0
-    for line in nvidia_smi("--query-compute-apps=pid,used_memory") or []:
-        pid, _, used = line.partition(",")
-        if pid.strip().isdigit() and int(pid) in wanted:
-            total += float(used)
-    return total
+    if gpu:
+        result["mb"] = result.get("mb", 0.0) + sum(gpu.values())
 
 
 def count_parameters(model: str) -> int | None:

