@@ -1,6 +1,7 @@
 """Memory figures of one model, without loading it: its parameter count and shape (from the
 safetensors headers and config.json of a local folder, else a table of the manifest's models
-not fetched yet), the bytes of its weights in a dtype, and its KV cache per token.
+not fetched yet), the bytes of its weights in a dtype, and its KV cache per token; and the
+memory of the training process (`trainer_row`). `harness.plan` places them on the GPUs.
 
     shape = model_shape("Qwen/Qwen3-8B")          # 8.19e9 parameters, 36 layers, 8 KV heads
     shape.weight_bytes("bfloat16")                  # 16.4e9
@@ -16,14 +17,24 @@ final norm.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from harness.config import HarnessConfig
 from harness.models.manifest import local_model_dir
 
 GIB = 2**30
+ENGINE_OVERHEAD_GIB = 1.5  # activations of vLLM's profiling pass and its CUDA context
+CUDA_GRAPHS_GIB = 1.0  # captured graphs; none with enforce_eager
+TRAINER_OVERHEAD_GIB = 1.0  # the trainer's CUDA context and allocator slack
+PROMPT_TOKENS = 1024  # prompt length the trainer is planned for, unless trl.max_prompt_length
+FUSED_HEAD_TOKENS = 4096  # TRL 1.16's fused LM head projects 4096 tokens per tile
+STEP = 0.05  # memory shares are suggested in steps of 5%
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1,
                "float8_e4m3fn": 1, "int8": 1}  # fmt: skip
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
@@ -161,3 +172,98 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         return json.loads(handle.read(length))
+
+
+def gib(value: float) -> float:
+    return round(value / GIB, 2)
+
+
+def step_up(share: float) -> float:
+    """The share of a GPU, rounded up to the next step of 5%."""
+    return round(math.ceil(round(share / STEP, 6)) * STEP, 2)
+
+
+# --- the trainer ---------------------------------------------------------------------------
+
+
+class TrainerRow(BaseModel):
+    gpu: int | None
+    dtype: str
+    weights_gib: float
+    lora_optimizer_gib: float
+    activations_gib: float
+    logits_gib: float
+    generation_gib: float  # colocated vLLM's share, or the KV cache of transformers' generate
+    overhead_gib: float = TRAINER_OVERHEAD_GIB
+    problem: str | None = None
+    fix: str | None = None
+
+    @property
+    def total_gib(self) -> float:
+        return (self.weights_gib + self.lora_optimizer_gib + self.activations_gib
+                + self.logits_gib + self.generation_gib + self.overhead_gib)  # fmt: skip
+
+
+def trainer_row(config: HarnessConfig, gpu_gib: float | None, gpu: int | None) -> TrainerRow | None:
+    """The trainer's memory on its GPU: the policy's weights in the training dtype; LoRA
+    weights, gradients and Adam's two moments, all float32 (16 bytes per trainable
+    parameter; the reference model is the base with the adapter off, no copy); activations
+    of `per_device_train_batch_size` sequences of prompt + completion tokens (with gradient
+    checkpointing one hidden state per layer and token, plus one layer recomputed; without,
+    every layer's 10 x hidden + 4 x intermediate values); the fused LM head's float32 logits
+    tile and its gradient (TRL 1.16 never materialises the whole logits); and generation.
+    `gpu_gib`: the memory of its GPU (None: on the CPU)."""
+    shape = model_shape(config.roles.policy.model) if config.roles.policy else None
+    if shape is None:
+        return None
+    train, trl = config.train, config.train.trl
+    dtype = getattr(train, "dtype", None) or ("bfloat16" if gpu_gib else "float32")
+    size = dtype_bytes(dtype, shape.dtype)
+    tokens = train.per_device_train_batch_size * sequence_tokens(config)
+    layer_values = 10 * shape.hidden + 4 * shape.intermediate
+    if trl.get("gradient_checkpointing"):
+        activations = tokens * size * (shape.layers * shape.hidden + layer_values)
+    else:
+        activations = tokens * size * shape.layers * layer_values
+    logits = 2 * min(tokens, FUSED_HEAD_TOKENS) * shape.vocab * 4
+    row = TrainerRow(
+        gpu=gpu,
+        dtype=dtype,
+        weights_gib=gib(shape.weight_bytes(dtype)),
+        lora_optimizer_gib=gib(16 * shape.lora_parameters(train.lora_r)),
+        activations_gib=gib(activations),
+        logits_gib=gib(logits),
+        generation_gib=gib(_generation_bytes(config, shape, dtype)),
+    )
+    if gpu_gib and train.generation == "vllm":
+        _check_colocated(config, row, shape, gpu_gib)
+    return row
+
+
+def sequence_tokens(config: HarnessConfig) -> int:
+    prompt = int(config.train.trl.get("max_prompt_length") or PROMPT_TOKENS)
+    return prompt + config.train.max_completion_length
+
+
+def _generation_bytes(config: HarnessConfig, shape: ModelShape, dtype: str) -> float:
+    train = config.train
+    if train.generation == "vllm":
+        return 0.0  # the colocated engine's share, added per GPU
+    completions = train.per_device_train_batch_size * train.gradient_accumulation_steps
+    return completions * sequence_tokens(config) * shape.kv_bytes_per_token(dtype)
+
+
+def _check_colocated(
+    config: HarnessConfig, row: TrainerRow, shape: ModelShape, gpu_gib: float
+) -> None:
+    """TRL's colocated vLLM holds a bfloat16 copy of the policy and the KV cache of one
+    sequence inside `train.vllm_memory_share` of the GPU."""
+    row.generation_gib = round(config.train.vllm_memory_share * gpu_gib, 2)
+    length = int(config.train.trl.get("vllm_max_model_length") or sequence_tokens(config))
+    need = (gib(shape.weight_bytes("bfloat16") + shape.kv_bytes_per_token("bfloat16") * length)
+            + ENGINE_OVERHEAD_GIB + CUDA_GRAPHS_GIB)  # fmt: skip
+    if need > row.generation_gib:
+        share = step_up(need / gpu_gib)
+        row.problem = (f"the colocated vLLM needs {need:.1f} GiB, train.vllm_memory_share gives "
+                       f"{row.generation_gib:.1f} GiB")  # fmt: skip
+        row.fix = f"raise train.vllm_memory_share to {share:.2f}"

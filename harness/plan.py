@@ -20,17 +20,22 @@ import re
 from pydantic import BaseModel
 
 from harness.config import ConfigError, HarnessConfig, RoleConfig
-from harness.memory import GIB, ModelShape, dtype_bytes, model_shape
+from harness.memory import (
+    CUDA_GRAPHS_GIB,
+    ENGINE_OVERHEAD_GIB,
+    STEP,
+    ModelShape,
+    TrainerRow,
+    dtype_bytes,
+    gib,
+    model_shape,
+    step_up,
+    trainer_row,
+)
 
 GPU_BACKENDS = ("vllm", "vllm-server")
 DEFAULT_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization
 HEADROOM_GIB = 1.0  # per GPU: the driver and the CUDA contexts of the processes
-ENGINE_OVERHEAD_GIB = 1.5  # activations of vLLM's profiling pass and its CUDA context
-CUDA_GRAPHS_GIB = 1.0  # captured graphs; none with enforce_eager
-TRAINER_OVERHEAD_GIB = 1.0  # the trainer's CUDA context and allocator slack
-PROMPT_TOKENS = 1024  # prompt length the trainer is planned for, unless trl.max_prompt_length
-FUSED_HEAD_TOKENS = 4096  # TRL 1.16's fused LM head projects 4096 tokens per tile
-STEP = 0.05  # memory shares are suggested in steps of 5%
 
 
 class Gpu(BaseModel):
@@ -59,24 +64,6 @@ class EngineRow(BaseModel):
     @property
     def need_gib(self) -> float:
         return self.weights_gib + self.overhead_gib + self.kv_gib
-
-
-class TrainerRow(BaseModel):
-    gpu: int | None
-    dtype: str
-    weights_gib: float
-    lora_optimizer_gib: float
-    activations_gib: float
-    logits_gib: float
-    generation_gib: float  # colocated vLLM's share, or the KV cache of transformers' generate
-    overhead_gib: float = TRAINER_OVERHEAD_GIB
-    problem: str | None = None
-    fix: str | None = None
-
-    @property
-    def total_gib(self) -> float:
-        return (self.weights_gib + self.lora_optimizer_gib + self.activations_gib
-                + self.logits_gib + self.generation_gib + self.overhead_gib)  # fmt: skip
 
 
 class GroupPlan(BaseModel):
@@ -188,7 +175,8 @@ def _plan_group(config: HarnessConfig, stage: str, number: int, roles: list[Role
     trainer = None
     if stage == "train":
         verifier = next((e for e in engines if e.setting == _train_verifier_setting(config)), None)
-        trainer = trainer_row(config, gpus, trainer_gpu(verifier, len(gpus)))
+        gpu = trainer_gpu(verifier, len(gpus))
+        trainer = trainer_row(config, gpus[gpu].total_gib if gpu is not None else None, gpu)
     group = GroupPlan(stage=stage, group=number, engines=engines, trainer=trainer)
     _sum_per_gpu(group, gpus)
     _find_problems(config, group, gpus)
@@ -236,9 +224,9 @@ def engine_row(config: HarnessConfig, role: RoleConfig, gpus: list[Gpu]) -> Engi
     )
     row.max_model_len = int(engine.get("max_model_len") or shape.max_positions)
     dtype = engine.get("dtype")
-    row.weights_gib = _gib((shape.weight_bytes(dtype) + _lora_bytes(engine, shape, dtype)) / ranks)
+    row.weights_gib = gib((shape.weight_bytes(dtype) + _lora_bytes(engine, shape, dtype)) / ranks)
     kv_dtype = engine.get("kv_cache_dtype") if engine.get("kv_cache_dtype") != "auto" else None
-    row.kv_gib = _gib(shape.kv_bytes_per_token(kv_dtype or dtype) * row.max_model_len / kv_split)
+    row.kv_gib = gib(shape.kv_bytes_per_token(kv_dtype or dtype) * row.max_model_len / kv_split)
     if row.place == "cpu":
         return row
     eager = bool(engine.get("enforce_eager")) or role.backend == "transformers"
@@ -274,11 +262,15 @@ def _lora_bytes(engine: dict, shape: ModelShape, dtype: str | None) -> int:
     return slots * shape.lora_parameters(int(engine.get("max_lora_rank", 16))) * dtype_bytes(dtype)
 
 
-def _gib(value: float) -> float:
-    return round(value / GIB, 2)
-
-
 # --- the trainer ---------------------------------------------------------------------------
+
+
+def train_gpu(config: HarnessConfig, gpus: list[Gpu]) -> int | None:
+    """The GPU the plan gives the training process (for its CUDA_VISIBLE_DEVICES)."""
+    verifier = None
+    if config.roles.verifier:
+        verifier = engine_row(config, config.verifier(config.train.verifier), gpus)
+    return trainer_gpu(verifier, len(gpus))
 
 
 def trainer_gpu(verifier: EngineRow | None, count: int) -> int | None:
@@ -289,72 +281,6 @@ def trainer_gpu(verifier: EngineRow | None, count: int) -> int | None:
     used = set(verifier.gpus) if verifier is not None and verifier.place == "gpu" else set()
     free = [i for i in range(count) if i not in used]
     return free[-1] if free else 0
-
-
-def trainer_row(config: HarnessConfig, gpus: list[Gpu], gpu: int | None) -> TrainerRow | None:
-    """The trainer's memory on its GPU: the policy's weights in the training dtype; LoRA
-    weights, gradients and Adam's two moments, all float32 (16 bytes per trainable
-    parameter; the reference model is the base with the adapter off, no copy); activations
-    of `per_device_train_batch_size` sequences of prompt + completion tokens (with gradient
-    checkpointing one hidden state per layer and token, plus one layer recomputed; without,
-    every layer's 10 x hidden + 4 x intermediate values); the fused LM head's float32 logits
-    tile and its gradient (TRL 1.16 never materialises the whole logits); and generation."""
-    shape = model_shape(config.roles.policy.model) if config.roles.policy else None
-    if shape is None:
-        return None
-    train, trl = config.train, config.train.trl
-    dtype = getattr(train, "dtype", None) or ("bfloat16" if gpus else "float32")
-    size = dtype_bytes(dtype, shape.dtype)
-    tokens = train.per_device_train_batch_size * sequence_tokens(config)
-    layer_values = 10 * shape.hidden + 4 * shape.intermediate
-    if trl.get("gradient_checkpointing"):
-        activations = tokens * size * (shape.layers * shape.hidden + layer_values)
-    else:
-        activations = tokens * size * shape.layers * layer_values
-    logits = 2 * min(tokens, FUSED_HEAD_TOKENS) * shape.vocab * 4
-    row = TrainerRow(
-        gpu=gpu,
-        dtype=dtype,
-        weights_gib=_gib(shape.weight_bytes(dtype)),
-        lora_optimizer_gib=_gib(16 * shape.lora_parameters(train.lora_r)),
-        activations_gib=_gib(activations),
-        logits_gib=_gib(logits),
-        generation_gib=_gib(_generation_bytes(config, shape, dtype)),
-    )
-    if gpus and train.generation == "vllm":
-        _check_colocated(config, row, shape, gpus[gpu or 0])
-    return row
-
-
-def sequence_tokens(config: HarnessConfig) -> int:
-    prompt = int(config.train.trl.get("max_prompt_length") or PROMPT_TOKENS)
-    return prompt + config.train.max_completion_length
-
-
-def _generation_bytes(config: HarnessConfig, shape: ModelShape, dtype: str) -> float:
-    train = config.train
-    if train.generation == "vllm":
-        return 0.0  # the colocated engine's share, added per GPU
-    completions = train.per_device_train_batch_size * train.gradient_accumulation_steps
-    return completions * sequence_tokens(config) * shape.kv_bytes_per_token(dtype)
-
-
-def _colocated_share(config: HarnessConfig, gpu: Gpu) -> float:
-    return round(config.train.vllm_memory_share * gpu.total_gib, 2)
-
-
-def _check_colocated(config: HarnessConfig, row: TrainerRow, shape: ModelShape, gpu: Gpu) -> None:
-    """TRL's colocated vLLM holds a bfloat16 copy of the policy and the KV cache of one
-    sequence inside `train.vllm_memory_share` of the GPU."""
-    row.generation_gib = _colocated_share(config, gpu)
-    length = int(config.train.trl.get("vllm_max_model_length") or sequence_tokens(config))
-    need = (_gib(shape.weight_bytes("bfloat16") + shape.kv_bytes_per_token("bfloat16") * length)
-            + ENGINE_OVERHEAD_GIB + CUDA_GRAPHS_GIB)  # fmt: skip
-    if need > row.generation_gib:
-        share = _step_up(need / gpu.total_gib)
-        row.problem = (f"the colocated vLLM needs {need:.1f} GiB, train.vllm_memory_share gives "
-                       f"{row.generation_gib:.1f} GiB")  # fmt: skip
-        row.fix = f"raise train.vllm_memory_share to {share:.2f}"
 
 
 # --- sums and fixes ------------------------------------------------------------------------
@@ -414,7 +340,7 @@ def _engine_fix(engine: EngineRow, group: GroupPlan, gpus: list[Gpu]) -> str:
     total = gpus[0].total_gib
     others = sum(e.reservation_gib for e in group.engines
                  if e is not engine and e.place == "gpu" and 0 in e.gpus)  # fmt: skip
-    share = _step_up(engine.need_gib / total)
+    share = step_up(engine.need_gib / total)
     if share * total + others <= total - HEADROOM_GIB:
         return f"raise {engine.setting}.engine.gpu_memory_utilization to {share:.2f}"
     tp = len(engine.gpus)
@@ -444,10 +370,6 @@ def _sum_fix(config: HarnessConfig, group: GroupPlan, gpu: Gpu, excess: float) -
     if not config.eval.stop_idle_engines:
         return "set eval.stop_idle_engines: true"
     return "use smaller models, or a GPU with more memory"
-
-
-def _step_up(share: float) -> float:
-    return round(math.ceil(round(share / STEP, 6)) * STEP, 2)
 
 
 def _step_down(share: float) -> float:

@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.config import ConfigError, load_config
 from harness.errors import explain
 from harness.memory import GIB, model_shape, shape_from_config
-from harness.plan import parse_gpus, plan_run
+from harness.plan import parse_gpus, plan_run, read_gpus, train_gpu
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GPU_PROFILES = {"medical": "2x80GB", "workstation": "2x80GB", "train-gpu": "1x80GB"}
@@ -135,6 +135,35 @@ def test_without_gpus_engines_are_planned_in_host_memory() -> None:
     engines = [e for g in plan.groups for e in g.engines]
     assert engines and {e.place for e in engines} <= {"cpu", "none"}
     assert plan.ok
+
+
+def test_medical_fits_an_h100_as_nvidia_smi_reports_it() -> None:
+    # an H100 80GB reports 81559 MiB = 79.65 GiB: the plan keeps a margin below "80 GB"
+    assert plan_of("medical", "2x79.65GB").ok
+
+
+def test_the_trainer_gets_a_gpu_the_verifier_leaves_free() -> None:
+    medical, train = (load_config(CONFIGS / f"{p}.yaml") for p in ("medical", "train-gpu"))
+    assert train_gpu(medical, parse_gpus("2x80GB")) == 1
+    assert train_gpu(train, parse_gpus("1x80GB")) == 0  # one GPU: shared
+    assert train_gpu(train, parse_gpus("4x80GB")) == 3
+    assert train_gpu(train, []) is None
+
+
+def test_gpus_read_from_nvidia_smi_in_gib(monkeypatch) -> None:
+    rows = ["0, NVIDIA H100 80GB HBM3, 81559, 80000", "1, NVIDIA H100 80GB HBM3, 81559, 1024"]
+    monkeypatch.setattr("harness.machine.nvidia_smi", lambda *query: rows)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = read_gpus()
+    assert [(g.index, g.total_gib, g.free_gib) for g in gpus] == [
+        (0, 79.65, 78.12),
+        (1, 79.65, 1.0),
+    ]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    [only] = read_gpus()
+    assert (only.index, only.free_gib) == (0, 1.0)  # renumbered from 0, as CUDA does
+    monkeypatch.setattr("harness.machine.nvidia_smi", lambda *query: None)
+    assert read_gpus() == []
 
 
 def test_gpu_sizes_parse_as_gib() -> None:
