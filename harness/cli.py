@@ -41,10 +41,14 @@ set_option = click.option(
 
 
 def prepare_run(
-    config_path: Path | None, overrides: tuple[str, ...], stages: Sequence[Stage] = ()
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    stages: Sequence[Stage] = (),
+    memory_plan: list[str] | None = None,
 ) -> HarnessConfig:
     """Load the profile, check that it has the roles of `stages`, apply the offline guard,
-    and write the resolved config to the run."""
+    and write the resolved config to the run. With `memory_plan` (stage names; empty: every
+    stage switched on), on a machine with a GPU, refuse a plan that cannot fit it."""
     from harness.offline import apply_environment
 
     config = load_config(config_path, list(overrides))
@@ -56,6 +60,10 @@ def prepare_run(
             check_roles(config, stages)
         except ConfigError as exc:
             raise ConfigError(f"{config_path or DEFAULT_PROFILE}: {exc}") from None
+    if memory_plan is not None:
+        from harness.plan import refuse_impossible_plan
+
+        refuse_impossible_plan(config, memory_plan or None)
     apply_environment(config.offline)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     RunPaths(config.run_dir).config_path.write_text(dump_config(config), encoding="utf-8")
@@ -185,7 +193,7 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     from harness.report.terminal import training_table
     from harness.training import train as run_training
 
-    config = prepare_run(config_path, overrides)
+    config = prepare_run(config_path, overrides, memory_plan=["train"])
     result = run_training(config)
     if result_path is not None:
         from harness.train_process import write_result
@@ -195,6 +203,40 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     if result.resumed_from:
         console.print(f"resumed from checkpoint-{result.resumed_from}")
     console.print(f"adapter: {result.adapter_dir}\nmetrics and plot: {result.train_dir}")
+
+
+@main.command()
+@config_option
+@set_option
+@click.option(
+    "--gpus",
+    "gpus_text",
+    metavar="NxSIZE",
+    help="Plan for these GPUs, e.g. 2x80GB, 1x24GB (GB here is GiB, as nvidia-smi's MiB / "
+    "1024). Default: this machine's GPUs (nvidia-smi).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(
+    config_path: Path | None, overrides: tuple[str, ...], gpus_text: str | None, as_json: bool
+) -> None:
+    """The memory plan of a run, before anything starts: per stage, the engines up together,
+    each one's GPUs, reservation, weights and KV cache, the trainer, and the sum per GPU.
+    Exit status 2 when it does not fit."""
+    import json
+
+    from harness.console import console
+    from harness.plan import parse_gpus, plan_record, plan_run, print_plan, read_gpus
+
+    config = load_config(config_path, list(overrides))
+    gpus = parse_gpus(gpus_text) if gpus_text else read_gpus()
+    source = f"--gpus {gpus_text}" if gpus_text else ("nvidia-smi" if gpus else "none found")
+    memory = plan_run(config, gpus, source)
+    if as_json:
+        click.echo(json.dumps(plan_record(memory), indent=2))
+    else:
+        print_plan(memory, console)
+    if not memory.ok:
+        sys.exit(2)
 
 
 @main.command("export-rubrics")
@@ -249,7 +291,7 @@ def eval_command(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     from harness.report.summary import build_summary
     from harness.stages import RUBRIC_STAGES
 
-    config = prepare_run(config_path, overrides, RUBRIC_STAGES)
+    config = prepare_run(config_path, overrides, RUBRIC_STAGES, memory_plan=[])
     results = run_eval(config)
     _write_and_show_report(build_summary(config, _profile_name(config_path), results), config)
 
