@@ -217,7 +217,9 @@ def trainer_row(config: HarnessConfig, gpu_gib: float | None, gpu: int | None) -
     if shape is None:
         return None
     train, trl = config.train, config.train.trl
-    dtype = getattr(train, "dtype", None) or ("bfloat16" if gpu_gib else "float32")
+    asked = getattr(train, "dtype", None)
+    # `auto` trains in bfloat16 on a GPU and float32 on a CPU (harness.training)
+    dtype = asked if asked not in (None, "auto") else ("bfloat16" if gpu_gib else "float32")
     size = dtype_bytes(dtype, shape.dtype)
     tokens = train.per_device_train_batch_size * sequence_tokens(config)
     layer_values = 10 * shape.hidden + 4 * shape.intermediate

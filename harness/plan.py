@@ -19,6 +19,7 @@ import re
 
 from pydantic import BaseModel
 
+from harness.backends import capabilities_of
 from harness.config import ConfigError, HarnessConfig, RoleConfig
 from harness.memory import (
     CUDA_GRAPHS_GIB,
@@ -175,12 +176,32 @@ def _plan_group(config: HarnessConfig, stage: str, number: int, roles: list[Role
     trainer = None
     if stage == "train":
         verifier = next((e for e in engines if e.setting == _train_verifier_setting(config)), None)
-        gpu = trainer_gpu(verifier, len(gpus))
+        in_trainer = verifier is not None and not _served(config)
+        gpu = trainer_gpu(None if in_trainer else verifier, len(gpus))
         trainer = trainer_row(config, gpus[gpu].total_gib if gpu is not None else None, gpu)
+        if in_trainer and gpu is not None:
+            _beside_trainer(verifier, gpu)
     group = GroupPlan(stage=stage, group=number, engines=engines, trainer=trainer)
     _sum_per_gpu(group, gpus)
     _find_problems(config, group, gpus)
     return group
+
+
+def _served(config: HarnessConfig) -> bool:
+    """Whether the train verifier is a server: it then stays in the run's process, on its own
+    GPUs, and the training process reaches it over loopback."""
+    return capabilities_of(config.verifier(config.train.verifier)).serves_endpoint
+
+
+def _beside_trainer(verifier: EngineRow, gpu: int) -> None:
+    """An in-process verifier engine runs inside the training process, which sees only the
+    trainer's GPU."""
+    if verifier.place != "gpu":
+        return
+    if len(verifier.gpus) > 1:
+        verifier.problem = (f"runs inside the training process, which sees one GPU, but needs "
+                            f"{len(verifier.gpus)}: serve it (backend: vllm-server)")  # fmt: skip
+    verifier.gpus = [gpu]
 
 
 def _train_verifier_setting(config: HarnessConfig) -> str | None:

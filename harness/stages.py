@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.backends import capabilities_of
 from harness.compare import compare_verifiers, labels_source
-from harness.config import HarnessConfig, RoleConfig
+from harness.config import HarnessConfig, RoleConfig, dump_config
 from harness.datasets import load_candidates
 from harness.jsonl import read_rows, write_json, write_records
 from harness.judge import Judgement, judge_pairs, pair_up, sample_side, summarise
@@ -135,9 +136,10 @@ def stage_train(run: Run) -> StageResult:
 
     def body() -> dict[str, Any]:
         _start_fresh_unless_resuming(run.train_dir, fingerprint("train", *inputs))
-        # the child opens its own verifier: on GPU profiles the parent's engines make room
-        run.pool.enter_group([])
-        result = train_in_child(config, run.config_path)
+        result = train_in_child(
+            _trainer_config(run, verifier), run.train_dir / "trainer-profile.yaml"
+        )
+        run.config_path.write_text(dump_config(config), encoding="utf-8")  # the child wrote its own
         summary = TrainSummary(
             steps=result.steps,
             reward_first=result.reward_first,
@@ -153,6 +155,26 @@ def stage_train(run: Run) -> StageResult:
         return {"steps": result.steps, "unscored": summary.unscored_rewards}
 
     return run_stage(run, "train", inputs, [run.train_summary_path, run.adapter_dir], body)
+
+
+def _trainer_config(run: Run, verifier: RoleConfig) -> HarnessConfig:
+    """The profile the training process runs. A served verifier (`vllm-server`) stays up
+    here, on the GPUs the memory plan gives it, and the trainer reaches it over loopback; an
+    in-process engine cannot be shared with another process, so the trainer opens its own
+    (on its own GPU) and this process stops its copy first, when idle engines are stopped."""
+    from harness.training import endpoint_role
+
+    config = run.config
+    if not capabilities_of(verifier).serves_endpoint:
+        run.pool.enter_group([])
+        return config
+    run.pool.enter_group([verifier])
+    server = run.pool.role("verifier", verifier, cached=False).backend
+    served = endpoint_role(verifier, server)
+    verifiers = [served if v.label == verifier.label else v for v in config.roles.verifier]
+    return config.model_copy(
+        update={"roles": config.roles.model_copy(update={"verifier": verifiers})}
+    )
 
 
 def _start_fresh_unless_resuming(train_dir: Path, stage_fingerprint: str) -> None:

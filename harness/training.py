@@ -93,13 +93,19 @@ def served_verifier(
 
     server = create_backend("verifier", verifier, context)
     try:
-        yield verifier.model_copy(update={
-            "backend": "openai", "base_url": server.base_url,  # type: ignore[attr-defined]
-            "served_model_name": verifier.label, "name": verifier.label,
-            "chat_template_kwargs": server.template_kwargs_read("verifier", verifier),
-        })  # fmt: skip
+        yield endpoint_role(verifier, server)
     finally:
         server.close()
+
+
+def endpoint_role(verifier: RoleConfig, server: Any) -> RoleConfig:
+    """`verifier` as an `openai` role on the running vLLM server `server` (its reward
+    requests reach the same model and chat template variables)."""
+    return verifier.model_copy(update={
+        "backend": "openai", "base_url": server.base_url,
+        "served_model_name": verifier.label, "name": verifier.label,
+        "chat_template_kwargs": server.template_kwargs_read("verifier", verifier),
+    })  # fmt: skip
 
 
 @dataclass(frozen=True)

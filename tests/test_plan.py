@@ -214,3 +214,17 @@ def test_no_gpu_no_refusal(monkeypatch) -> None:
 
     monkeypatch.setattr("harness.plan.read_gpus", lambda: [])
     refuse_impossible_plan(load_config(CONFIGS / "medical.yaml"))  # a CPU machine: unchanged
+
+
+def test_an_in_process_train_verifier_is_planned_on_the_trainers_gpu() -> None:
+    # an in-process engine cannot be shared with the training process: it runs inside it,
+    # on the one GPU the trainer sees, so the plan puts both there
+    config = load_config(CONFIGS / "medical.yaml", ["roles.verifier.0.backend=vllm"])
+    [train] = [g for g in plan_run(config, parse_gpus("2x80GB"), "2x80GB").groups
+               if g.stage == "train"]  # fmt: skip
+    [verifier] = [e for e in train.engines if e.label == "qwen3-4b"]
+    assert train.trainer.gpu == 1 and verifier.gpus == [1]
+    served = plan_run(load_config(CONFIGS / "medical.yaml"), parse_gpus("2x80GB"), "2x80GB")
+    [train] = [g for g in served.groups if g.stage == "train"]
+    [verifier] = [e for e in train.engines if e.label == "qwen3-4b"]
+    assert train.trainer.gpu == 1 and verifier.gpus == [0]  # a server stays on its own GPU

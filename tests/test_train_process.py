@@ -232,3 +232,42 @@ def test_on_cpu_the_options_stay_as_they_were(tmp_path, monkeypatch):
     assert options["use_cpu"] and options["model_init_kwargs"] == {"dtype": "float32"}
     assert not options["bf16"] and not options["fp16"] and not options["gradient_checkpointing"]
     assert options["vllm_max_model_length"] is None  # plain generation: no vLLM context
+
+
+class _Server:
+    base_url = "http://127.0.0.1:43210/v1"
+
+    def template_kwargs_read(self, role, config):
+        return {"enable_thinking": False}
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+
+    def enter_group(self, roles) -> None:
+        self.groups.append([r.label for r in roles])
+
+    def role(self, name, config, cached=True):
+        return dataclasses.make_dataclass("R", [("backend", object)])(_Server())
+
+
+def test_a_served_train_verifier_stays_up_and_the_trainer_reaches_it_over_loopback():
+    from harness.config import load_config
+    from harness.stages import _trainer_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "medical.yaml")
+    verifier = config.verifier(config.train.verifier)
+    run = dataclasses.make_dataclass("Run", [("config", object), ("pool", object)])(config, _Pool())
+    trainer = _trainer_config(run, verifier)
+    assert run.pool.groups == [["qwen3-4b"]]  # the parent keeps the server, stops the rest
+    served = trainer.verifier("qwen3-4b")
+    assert (served.backend, served.base_url) == ("openai", _Server.base_url)
+    assert served.chat_template_kwargs == {"enable_thinking": False}
+    assert trainer.verifier("qwen3-0.6b") == config.verifier("qwen3-0.6b")  # others as given
+    # an in-process engine cannot be shared: the trainer opens its own, the parent stops its
+    inproc = load_config(Path(__file__).resolve().parents[1] / "configs" / "medical.yaml",
+                         ["roles.verifier.0.backend=vllm"])  # fmt: skip
+    run = dataclasses.make_dataclass("Run", [("config", object), ("pool", object)])(inproc, _Pool())
+    assert _trainer_config(run, inproc.verifier("qwen3-4b")) is inproc
+    assert run.pool.groups == [[]]
