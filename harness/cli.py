@@ -14,30 +14,17 @@ from typing import TYPE_CHECKING
 
 import click
 
+from harness.cli_options import config_option, set_option
 from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_config, load_config
 from harness.gpu import require_usable_cuda
 from harness.jsonl import check_writable, read_json
 from harness.models_cli import models
 from harness.runstate import RunPaths
+from harness.setup_cli import export_rubrics, import_command, plan
 
 if TYPE_CHECKING:
     from harness.stages import Stage
     from harness.summary_schema import Summary
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Run profile (YAML). Default: configs/default.yaml (small real local models).",
-)
-set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a profile key, e.g. --set roles.verifier.model=tiny-m (repeatable).",
-)
 
 
 def prepare_run(
@@ -86,6 +73,8 @@ def main(debug: bool) -> None:
 
 
 main.add_command(models)
+for _command in (import_command, plan, export_rubrics):
+    main.add_command(_command)
 
 
 @main.command()
@@ -203,83 +192,6 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     if result.resumed_from:
         console.print(f"resumed from checkpoint-{result.resumed_from}")
     console.print(f"adapter: {result.adapter_dir}\nmetrics and plot: {result.train_dir}")
-
-
-@main.command()
-@config_option
-@set_option
-@click.option(
-    "--gpus",
-    "gpus_text",
-    metavar="NxSIZE",
-    help="Plan for these GPUs, e.g. 2x80GB, 1x24GB (GB here is GiB, as nvidia-smi's MiB / "
-    "1024). Default: this machine's GPUs (nvidia-smi).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(
-    config_path: Path | None, overrides: tuple[str, ...], gpus_text: str | None, as_json: bool
-) -> None:
-    """The memory plan of a run, before anything starts: per stage, the engines up together,
-    each one's GPUs, reservation, weights and KV cache, the trainer, and the sum per GPU.
-    Exit status 2 when it does not fit."""
-    import json
-
-    from harness.console import console
-    from harness.plan import parse_gpus, plan_record, plan_run, print_plan, read_gpus
-
-    config = load_config(config_path, list(overrides))
-    gpus = parse_gpus(gpus_text) if gpus_text else read_gpus()
-    source = f"--gpus {gpus_text}" if gpus_text else ("nvidia-smi" if gpus else "none found")
-    memory = plan_run(config, gpus, source)
-    if as_json:
-        click.echo(json.dumps(plan_record(memory), indent=2))
-    else:
-        print_plan(memory, console)
-    if not memory.ok:
-        sys.exit(2)
-
-
-@main.command("export-rubrics")
-@config_option
-@set_option
-@click.option(
-    "--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path)
-)
-def export_rubrics(config_path: Path | None, overrides: tuple[str, ...], output_path: Path) -> None:
-    """Write a run's latest rubrics in the paper authors' published dataset schema."""
-    from harness.pipeline import export_rubrics
-
-    config = load_config(config_path, list(overrides))
-    count = export_rubrics(config.run_dir, output_path)
-    click.echo(f"{count} rubrics -> {output_path}")
-
-
-@main.command("import")
-@config_option
-@set_option
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--run", "run_name", metavar="NAME", help="Run folder name (default: the profile's).")
-def import_command(
-    config_path: Path | None, overrides: tuple[str, ...], source: Path, run_name: str | None
-) -> None:
-    """Prompts, rubrics, reference answers and clinicians' labels from one file into a run.
-
-    SOURCE: HealthBench (prompts, rubrics, ideal completions), its meta-evaluation file
-    (responses and clinicians' labels), the paper's published rubric dataset, or any prompts
-    file. The run then starts from them: `harness eval --set run_name=NAME`.
-    """
-    from harness.console import console
-    from harness.importer import import_into_run
-    from harness.report.terminal import import_table
-
-    extra = [f"run_name={run_name}"] if run_name else []
-    config = load_config(config_path, [*overrides, *extra])
-    imported = import_into_run(source, config.run_dir)
-    console.print(import_table(imported.kind, imported.counts()))
-    console.print(f"imported into {RunPaths(config.run_dir).imported_dir}")
-    profile = f" -c {config_path}" if config_path else ""
-    settings = "".join(f" --set {item}" for item in [*overrides, *extra])
-    console.print(f"next: harness eval{profile}{settings}", soft_wrap=True)
 
 
 @main.command("eval")
