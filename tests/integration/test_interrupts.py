@@ -163,7 +163,10 @@ def test_sigterm_while_the_engine_starts(tiny_models, tmp_path):
     run.wait_for(lambda: any("VLLM::Worker" in title for title in run.titles()))
     seconds = run.stop_with(signal.SIGTERM, group=False)
     resume = assert_clean_interrupt(run, "SIGTERM", 143)
-    last = [line for line in run.lines if line.strip()][-1]
+    # Python's resource tracker may warn about a semaphore after the harness has exited: its
+    # words, not the harness's
+    last = [line for line in run.lines if line.strip() and "resource_tracker" not in line
+            and not line.strip().startswith("warnings.warn(")][-1]  # fmt: skip
     assert last.startswith("interrupted (SIGTERM)"), "\n".join(run.lines[-20:])  # the last word
     assert seconds < 30
     assert_rerun_completes(resume, tmp_path / "runs" / "interrupted", 12 * 2)
