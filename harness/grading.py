@@ -91,7 +91,7 @@ def grade_model(
     responses: list[ResponseScores], prompt_tags: list[str], criterion_tags: list[str]
 ) -> ModelGrade:
     scored = [r for r in responses if r.overall is not None]
-    overall = [r.overall for r in scored if r.overall is not None]
+    overall = [r.overall for r in scored]
     score, ci95 = clipped_mean(overall)
     tags = [
         tag_score(tag, "prompt", [r.overall for r in scored if tag in r.prompt_tags])

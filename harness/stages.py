@@ -263,6 +263,11 @@ def _judging(config: HarnessConfig) -> list[RoleConfig]:
     return [config.roles.judge, policy_role_config(config)] if both else []
 
 
+def _sampling_models(config: HarnessConfig) -> list[RoleConfig]:
+    """The rollout models, none when only the data's own responses are graded."""
+    return list(config.rollout_models()) if config.rollouts.num_samples else []
+
+
 def _one_at_a_time(roles: Callable[[HarnessConfig], list[RoleConfig]]) -> EngineGroups:
     return lambda c: [[role] for role in roles(c)]
 
@@ -283,10 +288,8 @@ def _overoptimization_groups(config: HarnessConfig) -> list[list[RoleConfig]]:
 
 STAGES = (
     Stage("prompts", stage_prompts, lambda c: []),
-    Stage("rollouts", stage_rollouts,
-          lambda c: list(c.rollout_models()) if c.rollouts.num_samples else [],
-          engines=_one_at_a_time(
-              lambda c: list(c.rollout_models()) if c.rollouts.num_samples else [])),
+    Stage("rollouts", stage_rollouts, _sampling_models,
+          engines=_one_at_a_time(_sampling_models)),
     Stage("propose", stage_propose, _proposing),
     Stage("refine", stage_refine, lambda c: [c.roles.get("proposer"), c.verifier(c.refine.verifier)]
           if c.refine.iterations else []),
