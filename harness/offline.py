@@ -4,6 +4,10 @@
 variables that stop hub downloads and usage statistics; telemetry stays off even online.
 `check_endpoint` refuses any URL whose host is not a loopback address while offline.
 
+The guard covers the harness's own requests. A vLLM server spread over several machines (Ray,
+or vLLM's data parallelism across nodes) talks to them over the operator's network, as the
+operator set it up; its environment keeps RAY_ADDRESS and has Ray's usage statistics off.
+
 Proxies: offline, every `*_proxy` variable (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, either case) is
 removed from the environment of the run and of everything it starts (vLLM servers, TRL), so no
 request, health check or library call can reach a proxy; one line on stderr says so, naming
@@ -28,6 +32,7 @@ NO_TELEMETRY = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "WANDB_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray, where a vllm-server role runs its engine over it
 }
 NO_DOWNLOADS = {
     "HF_HUB_OFFLINE": "1",

@@ -3,10 +3,14 @@ of engines that are up together (`Stage.engine_groups`, the list the engine life
 each engine's GPUs and reservation, what must fit inside it, the trainer of the train stage,
 and the sum per GPU.
 
-vLLM's rules, which the plan follows: an engine places its tensor-parallel ranks on GPUs
-0..tp-1 of the devices its process sees; it refuses to start unless the free memory of each is
-at least `gpu_memory_utilization` x total; its weights, activations, CUDA graphs and the KV
-cache of at least one `max_model_len` sequence must fit inside that reservation.
+vLLM's rules, which the plan follows: an engine places its tensor x pipeline parallel ranks
+(x its data-parallel replicas on this machine) on GPUs 0..n-1 of the devices its process sees;
+each GPU holds weights / (tensor x pipeline) and its share of the KV cache; vLLM refuses to
+start unless the free memory of each is at least `gpu_memory_utilization` x total; the
+weights, activations, CUDA graphs and the KV cache of at least one `max_model_len` sequence
+must fit inside that reservation. An engine spread over several machines (Ray, vLLM's data
+parallelism across nodes, `nnodes`) is planned on this machine's GPUs only: the GPUs of the
+other nodes are not planned here (`EngineRow.elsewhere`), each of them holding the same share.
 
     harness plan -c configs/medical.yaml --gpus 2x80GB
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -52,7 +57,9 @@ class EngineRow(BaseModel):
     model: str
     backend: str
     place: str  # "gpu", "cpu" (host memory) or "none" (a remote or scripted backend)
-    gpus: list[int] = []
+    gpus: list[int] = []  # on this machine
+    elsewhere: int = 0  # GPUs of other nodes it spans (Ray, data parallel): not planned here
+    tensor_parallel: int = 1
     reservation_gib: float = 0.0  # per GPU
     weights_gib: float = 0.0  # per GPU
     overhead_gib: float = 0.0
@@ -237,12 +244,9 @@ def engine_row(config: HarnessConfig, role: RoleConfig, gpus: list[Gpu]) -> Engi
                     size_from=shape.source if shape else "unknown size")  # fmt: skip
     if row.place == "none" or shape is None:
         return row
-    ranks = int(engine.get("tensor_parallel_size", 1)) * int(
-        engine.get("pipeline_parallel_size", 1)
-    )
-    kv_split = min(int(engine.get("tensor_parallel_size", 1)), shape.kv_heads) * int(
-        engine.get("pipeline_parallel_size", 1)
-    )
+    span = engine_span(engine, len(gpus))
+    ranks, row.tensor_parallel = span.replica, span.tensor
+    kv_split = min(span.tensor, shape.kv_heads) * (span.replica // span.tensor)
     row.max_model_len = int(engine.get("max_model_len") or shape.max_positions)
     dtype = engine.get("dtype")
     row.weights_gib = gib((shape.weight_bytes(dtype) + _lora_bytes(engine, shape, dtype)) / ranks)
@@ -252,9 +256,9 @@ def engine_row(config: HarnessConfig, role: RoleConfig, gpus: list[Gpu]) -> Engi
         return row
     eager = bool(engine.get("enforce_eager")) or role.backend == "transformers"
     row.overhead_gib = ENGINE_OVERHEAD_GIB + (0 if eager else CUDA_GRAPHS_GIB)
-    row.gpus = list(range(ranks))
-    if ranks > len(gpus):
-        row.problem = f"needs {ranks} GPUs (tensor x pipeline parallel), {len(gpus)} here"
+    row.gpus, row.elsewhere = list(range(span.here)), span.total - span.here
+    if span.here > len(gpus):
+        row.problem = f"needs {span.here} GPUs ({span.layout}), {len(gpus)} here"
         return row
     if role.backend == "transformers":
         row.reservation_gib = row.need_gib  # no reservation: what it allocates
@@ -266,6 +270,36 @@ def engine_row(config: HarnessConfig, role: RoleConfig, gpus: list[Gpu]) -> Engi
                        f"{row.overhead_gib:.1f} + KV {row.kv_gib:.1f} for {row.max_model_len} "
                        f"tokens) do not fit its {row.reservation_gib:.1f} GiB")  # fmt: skip
     return row
+
+
+class EngineSpan(NamedTuple):
+    tensor: int  # tensor-parallel ranks
+    replica: int  # GPUs of one copy of the model: tensor x pipeline parallel
+    total: int  # every GPU of the engine: x data parallel
+    here: int  # those on this machine
+    layout: str  # "tensor 2 x pipeline 2 x data 2"
+
+
+def engine_span(engine: dict, local_gpus: int) -> EngineSpan:
+    """The GPUs an engine spans, in all and on this machine. With several nodes: `nnodes`
+    splits the ranks evenly; `data_parallel_size_local` replicas are on this machine; Ray
+    (`distributed_executor_backend` or `data_parallel_backend: ray`) fills this machine's GPUs
+    and places the rest on the cluster's other nodes."""
+    tensor = int(engine.get("tensor_parallel_size") or 1)
+    replica = tensor * int(engine.get("pipeline_parallel_size") or 1)
+    data = int(engine.get("data_parallel_size") or 1)
+    total = replica * data
+    nodes = int(engine.get("nnodes") or 1)
+    if nodes > 1:
+        here = total // nodes
+    elif engine.get("data_parallel_size_local") is not None:
+        here = replica * int(engine["data_parallel_size_local"])
+    elif "ray" in (engine.get("distributed_executor_backend"), engine.get("data_parallel_backend")):
+        here = min(total, local_gpus)
+    else:
+        here = total
+    layout = f"tensor {tensor} x pipeline {replica // tensor} x data {data}"
+    return EngineSpan(tensor, replica, total, min(here, total), layout)
 
 
 def _place(role: RoleConfig, gpus: list[Gpu]) -> str:
@@ -357,14 +391,15 @@ def _shares_on(group: GroupPlan, index: int) -> list[str]:
 def _engine_fix(engine: EngineRow, group: GroupPlan, gpus: list[Gpu]) -> str:
     """A larger share when the GPU has room for it, else more tensor-parallel GPUs."""
     if not gpus or len(engine.gpus) > len(gpus):
-        return "use a smaller model, or a machine with more GPUs"
+        return ("use a smaller model, a machine with more GPUs, or several machines (Ray, or "
+                "data_parallel_size_local: README, Beyond one machine)")  # fmt: skip
     total = gpus[0].total_gib
     others = sum(e.reservation_gib for e in group.engines
                  if e is not engine and e.place == "gpu" and 0 in e.gpus)  # fmt: skip
     share = step_up(engine.need_gib / total)
     if share * total + others <= total - HEADROOM_GIB:
         return f"raise {engine.setting}.engine.gpu_memory_utilization to {share:.2f}"
-    tp = len(engine.gpus)
+    tp = engine.tensor_parallel
     for wider in (2, 4, 8):
         if tp < wider <= len(gpus):
             fixed = engine.weights_gib * tp / wider + engine.kv_gib * tp / wider

@@ -65,6 +65,14 @@ class RoleConfig(StrictModel):
             raise ValueError("backend 'scripted' needs replies (a list or a mapping) or a rule")
         return self
 
+    @model_validator(mode="after")
+    def _engine_options(self) -> RoleConfig:
+        from harness.backends.vllm_engine import engine_option_problem
+
+        if problem := engine_option_problem(self.backend, self.engine):
+            raise ValueError(problem)
+        return self
+
     @property
     def label(self) -> str:
         return self.name or self.model

@@ -2,8 +2,10 @@
 (xgrammar by default; guidance or outlines by config), chosen once per engine.
 
 Engine options come from the role's `engine:` mapping unchanged (tensor_parallel_size,
-gpu_memory_utilization, max_model_len, dtype, enforce_eager, ...), so several GPUs are a
-config change. Scripts that build an engine need an `if __name__ == "__main__":` guard.
+pipeline_parallel_size, distributed_executor_backend, gpu_memory_utilization, max_model_len,
+dtype, enforce_eager, ...), so several GPUs are a config change. Data parallelism and the
+server's own options are refused here (`engine_option_problem`): they need `vllm-server`.
+Scripts that build an engine need an `if __name__ == "__main__":` guard.
 
 The engine's processes ignore Ctrl-C (the harness stops them, in order, on its way out) and,
 on the CPU build, bind their threads to cores the engines of other runs left free; closing the
@@ -68,6 +70,42 @@ def engine_defaults() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
         return {}
     return {"enable_chunked_prefill": False}
+
+
+# vLLM's data parallelism runs one engine per rank behind a server's API: its `LLM` (the
+# in-process backend) refuses it, and the server front end's own options mean nothing here.
+SERVER_ONLY_OPTIONS = (
+    "data_parallel_size", "data_parallel_size_local", "data_parallel_address",
+    "data_parallel_rpc_port", "data_parallel_rank", "data_parallel_start_rank",
+    "data_parallel_backend", "data_parallel_hybrid_lb", "data_parallel_external_lb",
+    "api_server_count", "headless",
+)  # fmt: skip
+# What the harness decides for the server it starts: where its API listens (127.0.0.1, a free
+# port), that it has an API at all, and how many API processes the module it runs starts.
+HARNESS_SERVER_OPTIONS = {
+    "host": "the harness's server listens on 127.0.0.1 only",
+    "port": "the harness picks a free loopback port",
+    "headless": "a headless vLLM has no API for the harness to call; start the headless "
+    "engines of the other nodes yourself (`vllm serve --headless`) and keep this one the head",
+    "api_server_count": "the harness's server runs one API process "
+    "(python -m vllm.entrypoints.openai.api_server)",
+}
+
+
+def engine_option_problem(backend: str, engine: dict[str, Any]) -> str | None:
+    """Why `backend` cannot take one of the `engine:` options, naming it; None when it can."""
+    if backend == "vllm":
+        for key in SERVER_ONLY_OPTIONS:
+            if key in engine and not (key == "data_parallel_size" and engine[key] == 1):
+                return (f"engine.{key}: the in-process `vllm` backend runs one engine inside "
+                        "the harness (vLLM's LLM takes no data parallelism or server options); "
+                        "use backend: vllm-server")  # fmt: skip
+    if backend == "vllm-server":
+        for key, reason in HARNESS_SERVER_OPTIONS.items():
+            if key in engine:
+                return (f"engine.{key}: {reason}; for a server on other terms, start it "
+                        "yourself and give its base_url to backend: openai")  # fmt: skip
+    return None
 
 
 T = TypeVar("T")

@@ -50,7 +50,8 @@ def _where(engine: EngineRow) -> str:
         return "none (remote or scripted)"
     if engine.place == "cpu":
         return "CPU: host memory"
-    return ",".join(str(i) for i in engine.gpus)
+    here = ",".join(str(i) for i in engine.gpus)
+    return f"{here} (+{engine.elsewhere} on other nodes, unplanned)" if engine.elsewhere else here
 
 
 def _verdict(engine: EngineRow) -> str:
