@@ -6,7 +6,8 @@ rubric) set: the paper's (rubric after the response, free-form JSON, regex parsi
 (`all`, `each`, `compact`), and how far the verdicts of `compact` and `each` agree with
 `all`'s; (3) the cost of each grammar engine against unconstrained decoding of the same
 lengths; (4) criteria per second at growing batch sizes; (5) the share of a LoRA GRPO step
-spent in generation, verification and the update. The workload is deterministic: the
+spent in generation, verification and the update; from (2) and (5), (6) the verifier
+endpoints a trainer of N GPUs needs (`harness.bench.sizing`, printed only). The workload is deterministic: the
 profile's prompts, responses drawn from the project's corpus, a 20-criterion rubric per
 prompt. The completion cache is bypassed, so every request reaches the engine, and the prefix
 cache is emptied before each measurement, so none borrows another's.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.bench.sizing import COMPLETIONS_PER_GPU, CRITERIA, bench_sizing
+
 
 def print_bench(result: dict[str, Any], console: Any) -> None:
     """The benchmark as rich tables: ratios, layouts, ceiling, agreement, grammar, scaling,
@@ -26,6 +28,9 @@ def print_bench(result: dict[str, Any], console: Any) -> None:
     console.print(_grammar_table(result, Table))
     console.print(_scaling_table(result["scaling"], Table))
     console.print(_split_table(result["train_step_split"], Table))
+    sizing = bench_sizing(result)
+    if sizing is not None:
+        console.print(_sizing_table(sizing, Table))
     console.print(_goals_table(result["goals"], Table))
 
 
@@ -214,5 +219,35 @@ def _split_table(split: dict[str, Any], table_type: type) -> Any:
             f"{entry['reward_s']:.2f}",
             f"{entry['update_s']:.2f}",
             f"{entry['verifier_share']:.0%}",
+        )
+    return table
+
+
+def _sizing_table(sizing: dict[str, Any], table_type: type) -> Any:
+    measured = sizing["measured"]
+    table = table_type(
+        "trainer GPUs",
+        "prompts/step",
+        "verdicts/step",
+        "rest of step s",
+        "share, 1 endpoint",
+        "endpoints: share <= 50%",
+        "<= 10%",
+        title=(
+            f"6. Verifier endpoints per trainer ({COMPLETIONS_PER_GPU} completions per GPU "
+            f"and step x {CRITERIA} criteria; measured: {measured['criteria_per_s']:.1f} "
+            f"criteria/s per engine, {measured['rest_s']:.2f} s of generation and update for "
+            f"{measured['completions_per_step']} completions, {measured['mode']} mode)"
+        ),
+    )
+    for row in sizing["rows"]:
+        table.add_row(
+            str(row["trainer_gpus"]),
+            f"{row['prompts_per_step']:g}",
+            str(row["verdicts_per_step"]),
+            f"{row['rest_s']:.2f}",
+            f"{row['share_with_one']:.0%}",
+            str(row["endpoints"]),
+            str(row["endpoints_small_share"]),
         )
     return table

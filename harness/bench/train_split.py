@@ -41,5 +41,9 @@ def measure_train_split(
         )
         shutil.rmtree(run_config.run_dir, ignore_errors=True)  # no resume: every step is timed
         result = train(run_config, verifier_role=engine.role()[0])
-        split[mode] = {**result.step_split, "steps": result.steps}
+        completions = config.train.per_device_train_batch_size * (
+            config.train.gradient_accumulation_steps
+        )
+        split[mode] = {**result.step_split, "steps": result.steps,
+                       "completions_per_step": completions}  # fmt: skip
     return split
