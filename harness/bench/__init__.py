@@ -7,9 +7,9 @@ rubric) set: the paper's (rubric after the response, free-form JSON, regex parsi
 `all`'s; (3) the cost of each grammar engine against unconstrained decoding of the same
 lengths; (4) criteria per second at growing batch sizes; (5) the share of a LoRA GRPO step
 spent in generation, verification and the update; from (2) and (5), (6) the verifier
-endpoints a trainer of N GPUs needs (`harness.bench.sizing`, printed only). The workload is deterministic: the
-profile's prompts, responses drawn from the project's corpus, a 20-criterion rubric per
-prompt. The completion cache is bypassed, so every request reaches the engine, and the prefix
+endpoints a trainer of N GPUs needs (`harness.bench.sizing`, printed only). The workload is
+deterministic: the profile's prompts, responses drawn from the project's corpus, a
+20-criterion rubric per prompt. The completion cache is bypassed, so every request reaches the engine, and the prefix
 cache is emptied before each measurement, so none borrows another's.
 
 Every compared pair is measured side by side in interleaved rounds (`harness.bench.rounds`):
