@@ -9,8 +9,9 @@ lengths; (4) criteria per second at growing batch sizes; (5) the share of a LoRA
 spent in generation, verification and the update; from (2) and (5), (6) the verifier
 endpoints a trainer of N GPUs needs (`harness.bench.sizing`, printed only). The workload is
 deterministic: the profile's prompts, responses drawn from the project's corpus, a
-20-criterion rubric per prompt. The completion cache is bypassed, so every request reaches the engine, and the prefix
-cache is emptied before each measurement, so none borrows another's.
+20-criterion rubric per prompt. The completion cache is bypassed, so every request reaches
+the engine, and the prefix cache is emptied before each measurement, so none borrows
+another's.
 
 Every compared pair is measured side by side in interleaved rounds (`harness.bench.rounds`):
 each ratio is computed within its round and quoted as the median of the rounds with its
