@@ -47,8 +47,12 @@ GONE_AFTER = 8  # connection failures in a row (each after the client's own retr
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __new__(cls, role: str, config: RoleConfig, *args: Any, **kwargs: Any) -> OpenAIBackend:
-        if cls is OpenAIBackend and len(config.endpoints) > 1 and not kwargs.get("base_url"):
+    def __new__(cls, *args: Any, **kwargs: Any) -> OpenAIBackend:
+        """A list of endpoints in the role's config (and no `base_url` given) makes a pool."""
+        config = kwargs.get("config", args[1] if len(args) > 1 else None)
+        base_url = kwargs.get("base_url", args[3] if len(args) > 3 else None)
+        pooled = isinstance(config, RoleConfig) and len(config.endpoints) > 1
+        if cls is OpenAIBackend and pooled and not base_url:
             from harness.backends.endpoints import EndpointPoolBackend
 
             return super().__new__(EndpointPoolBackend)
