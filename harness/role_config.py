@@ -1,5 +1,9 @@
 """How each role is served: which backend, which model, how to sample, and which options go
-to the engine as they are (the `roles:` part of a profile)."""
+to the engine as they are (the `roles:` part of a profile).
+
+`base_url` is one OpenAI-compatible endpoint or a list of them serving the same model (an
+endpoint pool, `harness.backends.endpoints`): a list is non-empty and names each URL once;
+while offline every URL must be loopback (`check_endpoints`, when the role starts)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.offline import check_endpoint
 from harness.profile_yaml import ConfigError
 from harness.types import Sampling
 
@@ -35,13 +40,26 @@ class RoleConfig(StrictModel):
     sampling: Sampling = Sampling()
     engine: dict[str, Any] = Field(default_factory=dict, description="passed to vLLM as is")
     grammar: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
-    base_url: str | None = None
+    base_url: str | list[str] | None = Field(
+        None,
+        description="an OpenAI-compatible endpoint, or a list of endpoints serving the same "
+        "model (an endpoint pool: requests spread over them, with failover)",
+    )
     api_key_env: str | None = Field(None, description="variable holding the API key")
     served_model_name: str | None = None
     concurrency: int = Field(16, ge=1, le=1024)
     max_attempts: int = Field(3, ge=1, le=10)
     request_timeout_s: float = Field(300.0, gt=0, description="one answer; then it is retried")
     startup_timeout_s: float = Field(600.0, gt=0)
+    # changes no answer, so it stays out of fingerprints and the saved config (`exclude`)
+    failover_wait_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        exclude=True,
+        description="endpoint pool: how long to wait for an endpoint to come back when every "
+        "one is out, before the stage stops (a rerun resumes it)",
+    )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None,
         description="variables for the model's chat template (e.g. enable_thinking: false); "
@@ -56,6 +74,23 @@ class RoleConfig(StrictModel):
     delay_s: float = Field(
         0.0, ge=0, le=10, exclude=True, description="scripted backend: seconds per request"
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoint_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if not isinstance(value, list):
+            return value
+        if not value:
+            raise ValueError("an empty list: give one endpoint URL or a list of them")
+        for i, url in enumerate(value):
+            if not url.strip():
+                raise ValueError(f"base_url[{i}] is empty")
+            if url in value[:i]:
+                raise ValueError(
+                    f"base_url[{i}] repeats base_url[{value.index(url)}] ({url}): list each "
+                    "endpoint once"
+                )
+        return value
 
     @model_validator(mode="after")
     def _backend_needs(self) -> RoleConfig:
@@ -76,6 +111,22 @@ class RoleConfig(StrictModel):
     @property
     def label(self) -> str:
         return self.name or self.model
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint URLs of `base_url`: none, one, or the pool's."""
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+    def check_endpoints(self, role: str, offline: bool) -> None:
+        """Refuse (OfflineError) any endpoint that is not loopback while offline, by its place
+        in the profile: `roles.<role>.base_url`, or `roles.<role>.base_url[i]` in a pool."""
+        if isinstance(self.base_url, str):
+            check_endpoint(self.base_url, offline=offline, where=f"roles.{role}.base_url")
+            return
+        for i, url in enumerate(self.endpoints):
+            check_endpoint(url, offline=offline, where=f"roles.{role}.base_url[{i}]")
 
 
 class Roles(StrictModel):

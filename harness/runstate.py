@@ -52,6 +52,7 @@ class RunPaths:
         self.overoptimization_path = run_dir / "overoptimization.json"
         self.theory_path = run_dir / "theory.json"
         self.plots_dir = run_dir / "plots"
+        self.endpoint_stats_path = run_dir / "stats" / "endpoints.jsonl"  # endpoint pools
         self.summary_path = run_dir / "summary.json"
         self.report_markdown_path = run_dir / "report.md"
         self.report_html_path = run_dir / "report.html"

@@ -238,6 +238,24 @@ class Grading(Record):
     models: list[ModelGrade] = Field(default_factory=list)
 
 
+class EndpointRow(Record):
+    """One endpoint of an endpoint pool, as its backend closed (stats/endpoints.jsonl)."""
+
+    role: str | None = None
+    model: str | None = None
+    url: str | None = None
+    sent: int | None = None
+    answered: int | None = None
+    rejected: int | None = None  # 4xx: the request's own error
+    failed: int | None = None  # connection error, timeout, 5xx
+    moved: int | None = None  # failed there and re-sent on another endpoint
+    taken_out: int | None = None
+    rejoined: int | None = None
+    events: list[dict[str, Any]] | None = None  # {event: out|rejoined, at_s, reason}
+    latency_p50_s: Number | None = None
+    latency_p95_s: Number | None = None
+
+
 # ---------------------------------------------------------------- the summary
 
 
@@ -309,6 +327,7 @@ class Summary(Record):
     overoptimization: Overoptimization | None = None
     theory: Theory | None = None
     grading: Grading | None = None
+    endpoints: list[EndpointRow] | None = None  # only a run whose roles used endpoint pools
     plots: dict[str, str] | None = None
 
     def as_record(self) -> dict[str, Any]:

@@ -11,6 +11,11 @@ A loopback endpoint is reached without any proxy from the environment, offline o
 request that fails is that request's error (unscored downstream); an endpoint that is gone
 (connection refused while probing a loopback port, or `GONE_AFTER` connection failures in a
 row with no answer between) raises `BackendGone` instead, with the answers obtained so far.
+
+A `base_url` that lists several endpoints makes the role an endpoint pool
+(`harness.backends.endpoints.EndpointPoolBackend`, built here for a list of two or more):
+requests spread over the endpoints, and one that fails is taken out and its requests re-sent
+on the others. A list of one URL is that URL.
 """
 
 from __future__ import annotations
@@ -42,21 +47,36 @@ GONE_AFTER = 8  # connection failures in a row (each after the client's own retr
 class OpenAIBackend(Backend):
     name = "openai"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> OpenAIBackend:
+        """A list of endpoints in the role's config (and no `base_url` given) makes a pool."""
+        config = kwargs.get("config", args[1] if len(args) > 1 else None)
+        base_url = kwargs.get("base_url", args[3] if len(args) > 3 else None)
+        pooled = isinstance(config, RoleConfig) and len(config.endpoints) > 1
+        if cls is OpenAIBackend and pooled and not base_url:
+            from harness.backends.endpoints import EndpointPoolBackend
+
+            return super().__new__(EndpointPoolBackend)
+        return super().__new__(cls)
+
     def __init__(
         self, role: str, config: RoleConfig, context: RunContext, base_url: str | None = None
     ) -> None:
         super().__init__(role, config, context)
-        self.base_url = base_url or config.base_url or ""
-        check_endpoint(self.base_url, offline=context.offline, where=f"roles.{role}.base_url")
+        self.base_url = base_url or next(iter(config.endpoints), "")
+        if base_url:  # a server the harness started
+            check_endpoint(base_url, offline=context.offline, where=f"roles.{role}.base_url")
+        else:
+            config.check_endpoints(role, context.offline)
         self.model_name = config.served_model_name or config.model
         self._gone: str | None = None
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
         self.client = self._client()
 
-    def _client(self):  # -> openai.OpenAI
+    def _client(self, base_url: str | None = None):  # -> openai.OpenAI
         import openai
 
+        base_url = base_url or self.base_url
         api_key = "not-needed"
         if self.config.api_key_env:
             api_key = os.environ.get(self.config.api_key_env, "")
@@ -66,9 +86,9 @@ class OpenAIBackend(Backend):
                     "(roles.*.api_key_env) is empty; export the API key there"
                 )
         # A proxy from the environment would receive the requests (patient text) and the key.
-        http_client = openai.DefaultHttpxClient(trust_env=not is_loopback_url(self.base_url))
+        http_client = openai.DefaultHttpxClient(trust_env=not is_loopback_url(base_url))
         return openai.OpenAI(
-            base_url=self.base_url,
+            base_url=base_url,
             api_key=api_key,
             # No retries inside the client: the role retries failed requests (`max_attempts`,
             # with backoff), so a stalled request costs at most max_attempts timeouts.
@@ -106,6 +126,10 @@ class OpenAIBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "base_url": self.base_url, "served": self.model_name}
+
+    def workers(self) -> int:
+        """How many requests run at once."""
+        return self.config.concurrency
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
         sampling = request.sampling
@@ -159,6 +183,10 @@ class OpenAIBackend(Backend):
             return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
         with self._lock:
             self._failures_in_a_row = 0
+        return self._completion(response, started)
+
+    def _completion(self, response: Any, started: float) -> Completion:
+        """A chat completion response as a `Completion` (`started`: perf_counter at sending)."""
         choice = response.choices[0]
         usage = response.usage
         return Completion(
@@ -177,7 +205,7 @@ class OpenAIBackend(Backend):
         if self._gone:
             raise BackendGone(self._gone)
         results: list[Completion | None] = [None] * len(requests)
-        pool = ThreadPoolExecutor(max_workers=self.config.concurrency)
+        pool = ThreadPoolExecutor(max_workers=self.workers())
         futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
         try:
             for future in as_completed(futures):

@@ -24,6 +24,8 @@ from harness.report.tables import (
     _absent,
     _figures,
     clinicians_table,
+    endpoint_events,
+    endpoints_table,
     grading_table,
     overoptimization_table,
     pairwise_table,
@@ -151,6 +153,8 @@ def build_sections(summary: Summary) -> list[Section]:
         _theory_section(summary),
         _unscored_section(summary),
     ]
+    if summary.endpoints:  # only a run whose roles used endpoint pools
+        sections.append(_endpoints_section(summary))
     shown = {b.name for s in sections for b in s.blocks if isinstance(b, Figure)}
     others = _figures(summary, [], "")
     others = [f for f in others if f.name not in shown]
@@ -322,6 +326,23 @@ def _unscored_section(summary: Summary) -> Section:
         'score and metric, never counted as "no" or as a loss.'
     )
     return Section("Unscored", [text, table or Note("Not run: no unscored counts recorded.")])
+
+
+def _endpoints_section(summary: Summary) -> Section:
+    blocks: list[Block] = [
+        "Roles served by a pool of endpoints: each request went to the endpoint with the "
+        "fewest requests outstanding. A connection error, a timeout or a server error (5xx) "
+        "took an endpoint out of rotation, and its request moved to another endpoint; a health "
+        "probe put it back. Rejected counts the requests' own errors (4xx), which do not move. "
+        "One row per endpoint and run of the harness.",
+    ]
+    table = endpoints_table(summary)
+    if table is not None:
+        blocks.append(table)
+    events = endpoint_events(summary)
+    if events:
+        blocks.append(Items(events))
+    return Section("Endpoints", blocks)
 
 
 def _grading_section(summary: Summary) -> Section:

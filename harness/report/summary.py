@@ -15,6 +15,7 @@ from harness.stages import STAGES
 from harness.summary_schema import (
     SCHEMA_VERSION,
     CompareMetrics,
+    EndpointRow,
     Grading,
     Machine,
     Overoptimization,
@@ -56,8 +57,16 @@ def build_summary(config: HarnessConfig, profile: str, results: list | None = No
         overoptimization=read_record(paths.overoptimization_path, Overoptimization),
         theory=validate_record(paths.theory_path, Theory, theory),
         grading=read_record(paths.grading_path, Grading),
+        endpoints=_endpoint_rows(paths.endpoint_stats_path),
         plots=plots,
     )
+
+
+def _endpoint_rows(path: Path) -> list[EndpointRow] | None:
+    """Per endpoint of each endpoint pool the run used, one row per backend session; None
+    when it used none."""
+    rows = [validate_record(path, EndpointRow, r) for r in read_rows(path)]
+    return [r for r in rows if r is not None] or None
 
 
 def _json(path: Path) -> Any:

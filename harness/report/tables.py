@@ -327,6 +327,37 @@ def theory_table(summary: Summary) -> Table | None:
     return Table(headers, rows, "r" * len(headers))
 
 
+def endpoints_table(summary: Summary) -> Table | None:
+    """Per endpoint of an endpoint pool: where the requests went, which failed and moved."""
+    endpoints = summary.endpoints
+    if not endpoints:
+        return None
+    headers = ["role", "endpoint", "sent", "answered", "rejected", "failed", "moved"]
+    headers += ["taken out", "rejoined", "p50 latency (s)", "p95 latency (s)"]
+    counts = ("sent", "answered", "rejected", "failed", "moved", "taken_out", "rejoined")
+    rows = [
+        [fmt_text(e.role), fmt_text(e.url)]
+        + [fmt_number(getattr(e, k)) for k in counts]
+        + [fmt_latency(e.latency_p50_s), fmt_latency(e.latency_p95_s)]
+        for e in endpoints
+    ]
+    return Table(headers, rows, "ll" + "r" * (len(headers) - 2))
+
+
+def endpoint_events(summary: Summary) -> list[tuple[str, str]]:
+    """(endpoint, what happened to it) for every endpoint taken out of rotation."""
+    items = []
+    for e in summary.endpoints or []:
+        events = [
+            f"{ev.get('event', '?')} at {fmt_number(ev.get('at_s'))} s "
+            f"({fmt_text(ev.get('reason'))})"
+            for ev in e.events or []
+        ]
+        if events:
+            items.append((f"{fmt_text(e.role)} {fmt_text(e.url)}", "; ".join(events)))
+    return items
+
+
 def unscored_table(summary: Summary) -> Table | None:
     """One row per stage that recorded its unscored count, one per verifier for compare."""
     counts = _unscored_counts(summary.unscored) if summary.unscored else []

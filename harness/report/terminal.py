@@ -16,6 +16,7 @@ from harness.report.tables import (
     Table,
     _absent,
     clinicians_table,
+    endpoints_table,
     grading_table,
     pairwise_table,
     refine_table,
@@ -54,6 +55,9 @@ def print_summary(summary: Summary, console: Console) -> None:
             console.print(Text(f"{title}: {note}", style="dim italic"))
             continue
         console.print(rich_table(title, table))
+    endpoints = endpoints_table(summary)
+    if endpoints is not None:  # only a run whose roles used endpoint pools
+        console.print(rich_table("Endpoints", endpoints))
 
 
 LABEL_WIDTH = 40
