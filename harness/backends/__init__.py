@@ -23,12 +23,26 @@ BACKENDS = {
     "transformers": "harness.backends.hf_outlines:TransformersBackend",
     "scripted": "harness.backends.scripted:ScriptedBackend",
 }
+# an `openai` role whose base_url lists several endpoints of one model
+ENDPOINT_POOL = "harness.backends.endpoints:EndpointPoolBackend"
 
 
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[name].split(":")
+    return _load(BACKENDS[name])
+
+
+def serving_class(config: RoleConfig) -> type[Backend]:
+    """The class that serves a role with `config`: its backend's, or the endpoint pool for an
+    `openai` role that lists several endpoints."""
+    if config.backend == "openai" and len(config.endpoints) > 1:
+        return _load(ENDPOINT_POOL)
+    return backend_class(config.backend)
+
+
+def _load(where: str) -> type[Backend]:
+    module_name, class_name = where.split(":")
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
@@ -40,7 +54,7 @@ def capabilities_of(config: RoleConfig) -> Capabilities:
 def create_backend(role: str, config: RoleConfig, context: RunContext) -> Backend:
     """Start the backend serving `role` (the offline environment is set before any import)."""
     apply_environment(context.offline)
-    return backend_class(config.backend)(role, config, context)
+    return serving_class(config)(role, config, context)
 
 
 __all__ = [

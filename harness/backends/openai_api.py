@@ -13,7 +13,7 @@ request that fails is that request's error (unscored downstream); an endpoint th
 row with no answer between) raises `BackendGone` instead, with the answers obtained so far.
 
 A `base_url` that lists several endpoints makes the role an endpoint pool
-(`harness.backends.endpoints.EndpointPoolBackend`, built here for a list of two or more):
+(`harness.backends.endpoints.EndpointPoolBackend`, chosen by `create_backend` for two or more):
 requests spread over the endpoints, and one that fails is taken out and its requests re-sent
 on the others. A list of one URL is that URL.
 """
@@ -46,17 +46,6 @@ GONE_AFTER = 8  # connection failures in a row (each after the client's own retr
 
 class OpenAIBackend(Backend):
     name = "openai"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> OpenAIBackend:
-        """A list of endpoints in the role's config (and no `base_url` given) makes a pool."""
-        config = kwargs.get("config", args[1] if len(args) > 1 else None)
-        base_url = kwargs.get("base_url", args[3] if len(args) > 3 else None)
-        pooled = isinstance(config, RoleConfig) and len(config.endpoints) > 1
-        if cls is OpenAIBackend and pooled and not base_url:
-            from harness.backends.endpoints import EndpointPoolBackend
-
-            return super().__new__(EndpointPoolBackend)
-        return super().__new__(cls)
 
     def __init__(
         self, role: str, config: RoleConfig, context: RunContext, base_url: str | None = None
