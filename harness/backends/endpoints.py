@@ -176,7 +176,7 @@ class EndpointPool:
 
 
 class EndpointPoolBackend(OpenAIBackend):
-    """An `openai` role with a list of endpoints (built by `OpenAIBackend` for such a list)."""
+    """An `openai` role with a list of endpoints (`create_backend` makes one for such a list)."""
 
     def __init__(
         self, role: str, config: RoleConfig, context: RunContext, base_url: str | None = None
