@@ -79,7 +79,7 @@ def test_training_gpus_for_several_processes(chosen, visible, count, taken, expe
 
 
 def test_more_processes_than_free_gpus_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.num_processes is 3 but 2 GPUs are free"):
+    with pytest.raises(ConfigError, match=r"train.num_processes is 3 but 2 GPUs are free"):
         training_gpus(None, ["0", "1", "2"], 3, ["0"])
 
 
@@ -184,7 +184,7 @@ def test_num_processes_must_match_the_listed_gpus_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as mismatch:
         load_config(None, ["train.gpus=[0, 1, 2]", "train.num_processes=2"])
     assert "train.num_processes is 2 but train.gpus lists 3 GPUs" in str(mismatch.value)
-    with pytest.raises(ConfigError, match="exactly one of train.vllm_server_gpus"):
+    with pytest.raises(ConfigError, match=r"exactly one of train.vllm_server_gpus"):
         load_config(None, ["train.generation=vllm", "train.vllm_mode=server"])
 
 
@@ -390,3 +390,78 @@ def test_a_served_train_verifier_stays_up_and_the_trainer_reaches_it_over_loopba
     run = dataclasses.make_dataclass("Run", [("config", object), ("pool", object)])(inproc, _Pool())
     assert _trainer_config(run, inproc.verifier("qwen3-4b")) is inproc
     assert run.pool.groups == [[]]
+
+
+def test_server_mode_sends_the_generation_server_url_to_trl(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    config = profile(tmp_path, generation="vllm", vllm_mode="server",
+                     vllm_server_url="http://127.0.0.1:8011")  # fmt: skip
+    options = grpo_options(config, tmp_path, longest_prompt=100)
+    assert (options["use_vllm"], options["vllm_mode"]) == (True, "server")
+    assert options["vllm_server_base_url"] == "http://127.0.0.1:8011"
+    assert set(options) <= fields_of_grpo_config()
+    assert "vllm_server_base_url" not in grpo_options(profile(tmp_path), tmp_path)
+
+
+def test_the_generation_server_is_trls_vllm_serve_on_loopback(tmp_path):
+    settings = profile(tmp_path, generation="vllm", vllm_mode="server", vllm_server_gpus=[6, 7],
+                       vllm_max_model_len=4096).train  # fmt: skip
+    command = generation_server_command(settings, "/models/policy", 8123)
+    assert command[:5] == [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve",
+                           "/models/policy"]  # fmt: skip
+    flags = dict(zip(command[5::2], command[6::2]))
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8123"
+    assert flags["--tensor-parallel-size"] == "2"  # over train.vllm_server_gpus
+    assert command[command.index("--max-model-len") + 1] == "4096"
+    # what TRL's client needs: the trained weights pushed over NCCL, processed logprobs
+    weights = command[command.index("--weight-transfer-config") + 1]
+    assert json.loads(weights) == {"backend": "nccl"}
+    assert command[command.index("--logprobs-mode") + 1] == "processed_logprobs"
+
+
+FAKE_SERVER = """
+import http.server, sys
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404); self.end_headers()
+print("serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_the_harness_starts_and_stops_the_generation_server_on_its_gpus(tmp_path, monkeypatch):
+    import psutil
+
+    from harness import generation_server as module
+
+    seen: dict = {}
+
+    def fake_server(settings, policy, port):
+        seen["gpus"] = settings.vllm_server_gpus
+        return [sys.executable, "-c", FAKE_SERVER, str(port)]
+
+    monkeypatch.setattr("harness.training.generation_server_command", fake_server)
+    monkeypatch.setattr("harness.models.manifest.resolve_model", lambda model, offline: model)
+    started = []
+    real_start = module.start_logged
+
+    def start(command, environ, log_path):
+        seen["visible"], seen["dev_mode"] = environ["CUDA_VISIBLE_DEVICES"], environ[
+            "VLLM_SERVER_DEV_MODE"]  # fmt: skip
+        started.append(real_start(command, environ, log_path))
+        return started[-1]
+
+    monkeypatch.setattr(module, "start_logged", start)
+    config = profile(tmp_path, generation="vllm", vllm_mode="server", vllm_server_gpus=[2, 3])
+    with module.generation_server(config) as trainer:
+        url = trainer.train.vllm_server_url
+        assert url.startswith("http://127.0.0.1:") and trainer.train.vllm_server_gpus is None
+        assert started[0].poll() is None
+    assert (seen["gpus"], seen["visible"], seen["dev_mode"]) == ([2, 3], "2,3", "1")
+    assert not psutil.pid_exists(started[0].pid) or started[0].poll() is not None
+    log = (config.run_dir / "logs" / "trl-vllm-serve.log").read_text()
+    assert log.startswith(f"$ {sys.executable} -c") and "serving" in log
+    without = profile(tmp_path)
+    with module.generation_server(without) as same:
+        assert same is without
