@@ -465,3 +465,27 @@ def test_the_harness_starts_and_stops_the_generation_server_on_its_gpus(tmp_path
     without = profile(tmp_path)
     with module.generation_server(without) as same:
         assert same is without
+
+
+def test_on_resume_each_process_truncates_its_own_logs(tmp_path):
+    from harness.training import _last_checkpoint_step, _truncate_logs, rank_log_path
+
+    lines = "".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
+    for path in (tmp_path / "metrics.jsonl", tmp_path / "rewards.jsonl",
+                 rank_log_path(tmp_path, 0), rank_log_path(tmp_path, 1)):  # fmt: skip
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(lines)
+    _truncate_logs(tmp_path, 2, main=False, rank=1)
+    assert (tmp_path / "rewards.jsonl").read_text() == lines  # the main process's to cut
+    assert [json.loads(x)["step"] for x in rank_log_path(tmp_path, 1).open()] == [1, 2]
+    assert rank_log_path(tmp_path, 0).read_text() == lines
+    _truncate_logs(tmp_path, 2, main=True, rank=0)
+    for name in ("metrics.jsonl", "rewards.jsonl"):
+        assert [json.loads(x)["step"] for x in (tmp_path / name).open()] == [1, 2]
+    half = tmp_path / "checkpoints" / "checkpoint-3"
+    half.mkdir(parents=True)
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert _last_checkpoint_step(tmp_path / "checkpoints", remove_partial=False) == 2
+    assert half.is_dir()  # only the main process removes a half-written checkpoint
+    assert _last_checkpoint_step(tmp_path / "checkpoints") == 2 and not half.exists()
