@@ -176,7 +176,16 @@ def train_command(config_path: Path, result_path: Path, launch: Launch) -> list[
         launcher += ["--use_deepspeed", "--deepspeed_config_file", str(launch.deepspeed)]
     else:
         launcher += ["--multi_gpu"]  # torch.distributed.run, also for CPU processes
-    launcher += ["--num_machines", "1", "--num_processes", str(launch.processes)]
+    launcher += [
+        "--num_machines",
+        "1",
+        "--num_processes",
+        str(launch.processes),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]  # TRL's own settings win
     if launch.port is not None:
         launcher += ["--main_process_port", str(launch.port)]
     if launch.cpu_threads is not None:

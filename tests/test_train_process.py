@@ -84,6 +84,8 @@ def test_more_processes_than_free_gpus_is_a_config_error():
 
 
 HARNESS = ["-m", "harness", "train", "-c", "c.yaml", "--result", "r.json"]
+# accelerate's defaults, said (else it warns); TRL's bf16/fp16 settings decide the precision
+QUIET = ["--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def command_of(launch: Launch) -> list[str]:
@@ -100,7 +102,7 @@ def test_several_gpus_go_through_accelerate_launch(processes):
     launch = Launch(processes, tuple(str(i) for i in range(processes)), port=29611)
     assert command_of(launch) == [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-        "--num_processes", str(processes), "--main_process_port", "29611", *HARNESS,
+        "--num_processes", str(processes), *QUIET, "--main_process_port", "29611", *HARNESS,
     ]  # fmt: skip
 
 
@@ -108,7 +110,7 @@ def test_cpu_processes_use_the_multi_gpu_launcher_with_their_share_of_threads():
     # `--cpu` would pick accelerate's simple launcher: one process
     command = command_of(Launch(2, (), port=29612, cpu_threads=8))
     assert command[3:] == [
-        "--multi_gpu", "--num_machines", "1", "--num_processes", "2",
+        "--multi_gpu", "--num_machines", "1", "--num_processes", "2", *QUIET,
         "--main_process_port", "29612", "--num_cpu_threads_per_process", "8", *HARNESS,
     ]  # fmt: skip
     assert "--cpu" not in command
@@ -119,7 +121,8 @@ def test_a_deepspeed_config_passes_through_even_for_one_process(tmp_path):
     command = command_of(Launch(1, ("0",), deepspeed=zero, port=29613))
     assert command[3:] == [
         "--use_deepspeed", "--deepspeed_config_file", str(zero),
-        "--num_machines", "1", "--num_processes", "1", "--main_process_port", "29613", *HARNESS,
+        "--num_machines", "1", "--num_processes", "1", *QUIET, "--main_process_port", "29613",
+        *HARNESS,
     ]  # fmt: skip
 
 
