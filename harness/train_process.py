@@ -86,7 +86,7 @@ def training_gpus(
     on the first) that the generation server (`taken`) leaves."""
     if chosen:
         return [str(g) for g in chosen]
-    if len(visible) <= 1:
+    if len(visible) <= 1 and count == 1 and not taken:
         return list(visible)
     free = [g for g in visible if g not in taken]
     if count > len(free):

@@ -81,6 +81,8 @@ def test_training_gpus_for_several_processes(chosen, visible, count, taken, expe
 def test_more_processes_than_free_gpus_is_a_config_error():
     with pytest.raises(ConfigError, match=r"train.num_processes is 3 but 2 GPUs are free"):
         training_gpus(None, ["0", "1", "2"], 3, ["0"])
+    with pytest.raises(ConfigError, match=r"train.num_processes is 2 but 1 GPUs are free"):
+        training_gpus(None, ["0"], 2)
 
 
 HARNESS = ["-m", "harness", "train", "-c", "c.yaml", "--result", "r.json"]
