@@ -180,14 +180,15 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     """LoRA GRPO training of the policy with the rubric reward (resumes from a checkpoint)."""
     from harness.console import console
     from harness.report.terminal import training_table
+    from harness.train_process import main_process, needs_launch, train_launched, write_result
     from harness.training import train as run_training
 
     config = prepare_run(config_path, overrides, memory_plan=["train"])
-    result = run_training(config)
+    result = train_launched(config) if needs_launch(config) else run_training(config)
     if result_path is not None:
-        from harness.train_process import write_result
-
         write_result(result, result_path)
+    if not main_process():
+        return
     console.print(training_table(result))
     if result.resumed_from:
         console.print(f"resumed from checkpoint-{result.resumed_from}")

@@ -187,7 +187,7 @@ def step_up(share: float) -> float:
 
 
 class TrainerRow(BaseModel):
-    gpu: int | None
+    gpu: int | None  # the first of `gpus`
     dtype: str
     weights_gib: float
     lora_optimizer_gib: float
@@ -197,6 +197,8 @@ class TrainerRow(BaseModel):
     overhead_gib: float = TRAINER_OVERHEAD_GIB
     problem: str | None = None
     fix: str | None = None
+    gpus: list[int] = []  # one training process on each (`train.num_processes`), each this row
+    zero_stage: int | None = None  # DeepSpeed's, from `train.deepspeed`
 
     @property
     def total_gib(self) -> float:
@@ -204,15 +206,19 @@ class TrainerRow(BaseModel):
                 + self.logits_gib + self.generation_gib + self.overhead_gib)  # fmt: skip
 
 
-def trainer_row(config: HarnessConfig, gpu_gib: float | None, gpu: int | None) -> TrainerRow | None:
-    """The trainer's memory on its GPU: the policy's weights in the training dtype; LoRA
-    weights, gradients and Adam's two moments, all float32 (16 bytes per trainable
-    parameter; the reference model is the base with the adapter off, no copy); activations
-    of `per_device_train_batch_size` sequences of prompt + completion tokens (with gradient
-    checkpointing one hidden state per layer and token, plus one layer recomputed; without,
-    every layer's 10 x hidden + 4 x intermediate values); the fused LM head's float32 logits
-    tile and its gradient (TRL 1.16 never materialises the whole logits); and generation.
-    `gpu_gib`: the memory of its GPU (None: on the CPU)."""
+def trainer_row(
+    config: HarnessConfig, gpu_gib: float | None, gpu: int | None, gpus: list[int] | None = None
+) -> TrainerRow | None:
+    """The memory of one training process on its GPU (each of `gpus` holds one under plain
+    data parallelism, a whole policy copy each; ZeRO-3 shards the weights and ZeRO-1/2/3 the
+    LoRA gradients and Adam moments over the processes): the policy's weights in the
+    training dtype; LoRA weights, gradients and Adam's two moments, all float32 (16 bytes
+    per trainable parameter; the reference model is the base with the adapter off, no copy);
+    activations of `per_device_train_batch_size` sequences of prompt + completion tokens
+    (with gradient checkpointing one hidden state per layer and token, plus one layer
+    recomputed; without, every layer's 10 x hidden + 4 x intermediate values); the fused LM
+    head's float32 logits tile and its gradient (TRL 1.16 never materialises the whole
+    logits); and generation. `gpu_gib`: the memory of its GPU (None: on the CPU)."""
     shape = model_shape(config.roles.policy.model) if config.roles.policy else None
     if shape is None:
         return None
@@ -228,18 +234,35 @@ def trainer_row(config: HarnessConfig, gpu_gib: float | None, gpu: int | None) -
     else:
         activations = tokens * size * shape.layers * layer_values
     logits = 2 * min(tokens, FUSED_HEAD_TOKENS) * shape.vocab * 4
+    processes, stage = max(len(gpus or []), 1), zero_stage(config)
+    weight_split = processes if stage == 3 else 1
+    optimizer_split = processes if stage else 1
     row = TrainerRow(
         gpu=gpu,
         dtype=dtype,
-        weights_gib=gib(shape.weight_bytes(dtype)),
-        lora_optimizer_gib=gib(16 * shape.lora_parameters(train.lora_r)),
+        weights_gib=gib(shape.weight_bytes(dtype) / weight_split),
+        lora_optimizer_gib=gib(16 * shape.lora_parameters(train.lora_r) / optimizer_split),
         activations_gib=gib(activations),
         logits_gib=gib(logits),
         generation_gib=gib(_generation_bytes(config, shape, dtype)),
+        gpus=gpus or ([] if gpu is None else [gpu]),
+        zero_stage=stage,
     )
-    if gpu_gib and train.generation == "vllm":
+    if gpu_gib and train.generation == "vllm" and train.vllm_mode == "colocate":
         _check_colocated(config, row, shape, gpu_gib)
     return row
+
+
+def zero_stage(config: HarnessConfig) -> int | None:
+    """The ZeRO stage of `train.deepspeed` (None: no DeepSpeed, or a file not read)."""
+    if not config.train.deepspeed:
+        return None
+    path = config.project_path(config.train.deepspeed)
+    try:
+        stage = json.loads(path.read_text(encoding="utf-8"))["zero_optimization"]["stage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(stage) if str(stage).isdigit() else None
 
 
 def sequence_tokens(config: HarnessConfig) -> int:
@@ -250,7 +273,7 @@ def sequence_tokens(config: HarnessConfig) -> int:
 def _generation_bytes(config: HarnessConfig, shape: ModelShape, dtype: str) -> float:
     train = config.train
     if train.generation == "vllm":
-        return 0.0  # the colocated engine's share, added per GPU
+        return 0.0  # the colocated engine's share, added per GPU, or the generation server
     completions = train.per_device_train_batch_size * train.gradient_accumulation_steps
     return completions * sequence_tokens(config) * shape.kv_bytes_per_token(dtype)
 

@@ -184,8 +184,12 @@ def _plan_group(config: HarnessConfig, stage: str, number: int, roles: list[Role
     if stage == "train":
         verifier = next((e for e in engines if e.setting == _train_verifier_setting(config)), None)
         in_trainer = verifier is not None and not _served(config)
-        gpu = trainer_gpu(None if in_trainer else verifier, len(gpus))
-        trainer = trainer_row(config, gpus[gpu].total_gib if gpu is not None else None, gpu)
+        if (server := generation_server_row(config, gpus)) is not None:
+            engines.append(server)
+        trainer_gpus = trainer_gpu_list(config, None if in_trainer else verifier, gpus)
+        gpu = trainer_gpus[0] if trainer_gpus else None
+        total = gpus[gpu].total_gib if gpu is not None else None
+        trainer = trainer_row(config, total, gpu, trainer_gpus)
         if in_trainer and gpu is not None:
             _beside_trainer(verifier, gpu)
     group = GroupPlan(stage=stage, group=number, engines=engines, trainer=trainer)
@@ -328,6 +332,52 @@ def train_gpu(config: HarnessConfig, gpus: list[Gpu]) -> int | None:
     return trainer_gpu(verifier, len(gpus))
 
 
+def trainer_gpu_list(config: HarnessConfig, verifier: EngineRow | None,
+                     gpus: list[Gpu]) -> list[int]:  # fmt: skip
+    """The GPUs of the training processes: `train.gpus`; else one process on `trainer_gpu`;
+    else the last `train.num_processes` GPUs the train verifier and the generation server
+    leave (all GPUs, shared, where too few are free)."""
+    train, count = config.train, len(gpus)
+    if train.gpus:
+        return [g for g in train.gpus if g < count]
+    if count == 0:
+        return []
+    if train.processes == 1 and not train.vllm_server_gpus:
+        return [trainer_gpu(verifier, count) or 0]
+    used = set(verifier.gpus) if verifier is not None and verifier.place == "gpu" else set()
+    used |= set(train.vllm_server_gpus or [])
+    free = [i for i in range(count) if i not in used]
+    pool = free if len(free) >= train.processes else list(range(count))
+    return pool[-train.processes :]
+
+
+def generation_server_row(config: HarnessConfig, gpus: list[Gpu]) -> EngineRow | None:
+    """TRL's generation server (`train.vllm_server_gpus`): the policy in bfloat16 across its
+    GPUs (tensor parallel) inside TRL's default share of each, with one sequence's KV cache."""
+    train = config.train
+    shape = model_shape(config.roles.policy.model) if config.roles.policy else None
+    if not train.vllm_server_gpus or shape is None or not gpus:
+        return None
+    ranks = len(train.vllm_server_gpus)
+    row = EngineRow(label="generation server", setting="train.vllm_server_gpus",
+                    model=config.roles.policy.model, backend="trl-vllm-serve", place="gpu",
+                    gpus=list(train.vllm_server_gpus), size_from=shape.source)  # fmt: skip
+    row.max_model_len = int(train.vllm_max_model_len or shape.max_positions)
+    row.weights_gib = gib(shape.weight_bytes("bfloat16") / ranks)
+    kv_split = min(ranks, shape.kv_heads)
+    row.kv_gib = gib(shape.kv_bytes_per_token("bfloat16") * row.max_model_len / kv_split)
+    row.overhead_gib = ENGINE_OVERHEAD_GIB + CUDA_GRAPHS_GIB
+    row.reservation_gib = round(DEFAULT_UTILIZATION * gpus[0].total_gib, 2)
+    if max(train.vllm_server_gpus) >= len(gpus):
+        row.problem = f"train.vllm_server_gpus names GPU {max(train.vllm_server_gpus)}"
+        row.fix = f"this machine has GPUs 0-{len(gpus) - 1}"
+    elif row.need_gib > row.reservation_gib:
+        row.problem = (f"{row.need_gib:.1f} GiB do not fit TRL's {row.reservation_gib:.1f} GiB "
+                       "share")  # fmt: skip
+        row.fix = "add GPUs to train.vllm_server_gpus or set train.vllm_max_model_len"
+    return row
+
+
 def trainer_gpu(verifier: EngineRow | None, count: int) -> int | None:
     """The GPU the trainer process gets: the last one the train verifier's engine leaves
     free when there are several, else GPU 0 (shared); None without a GPU."""
@@ -348,8 +398,10 @@ def _sum_per_gpu(group: GroupPlan, gpus: list[Gpu]) -> None:
             for index in engine.gpus:
                 if index in sums:
                     sums[index] += engine.reservation_gib
-    if group.trainer is not None and group.trainer.gpu is not None:
-        sums[group.trainer.gpu] += group.trainer.total_gib
+    if group.trainer is not None:
+        for index in group.trainer.gpus:  # one training process on each
+            if index in sums:
+                sums[index] += group.trainer.total_gib
     group.per_gpu_gib = {i: round(s, 2) for i, s in sums.items()}
 
 
@@ -383,7 +435,7 @@ def _gpu_list(engine: EngineRow) -> str:
 def _shares_on(group: GroupPlan, index: int) -> list[str]:
     parts = [f"{e.label} {e.reservation_gib:.1f}" for e in group.engines
              if e.place == "gpu" and index in e.gpus]  # fmt: skip
-    if group.trainer is not None and group.trainer.gpu == index:
+    if group.trainer is not None and index in group.trainer.gpus:
         parts.append(f"trainer {group.trainer.total_gib:.1f}")
     return parts
 
@@ -418,7 +470,7 @@ def _sum_fix(config: HarnessConfig, group: GroupPlan, gpu: Gpu, excess: float) -
         if share * gpu.total_gib >= engine.need_gib and share > 0:
             return f"lower {engine.setting}.engine.gpu_memory_utilization to {share:.2f}"
     trainer = group.trainer
-    if trainer is not None and trainer.gpu == gpu.index and trainer.activations_gib > excess:
+    if trainer is not None and gpu.index in trainer.gpus and trainer.activations_gib > excess:
         batch = config.train.per_device_train_batch_size
         smaller = max(1, math.floor(batch * (1 - excess / trainer.activations_gib)))
         return (f"lower train.per_device_train_batch_size to {smaller} and raise "
@@ -441,7 +493,13 @@ class PlanRefused(ConfigError):
 
 def refuse_impossible_plan(config: HarnessConfig, stages: list[str] | None = None) -> None:
     """On a machine with a GPU, raise PlanRefused with the plan's first problem (the stage,
-    the GPU, the sum and a fix). Reads nvidia-smi only: no torch or vLLM import."""
+    the GPU, the sum and a fix). Reads nvidia-smi only: no torch or vLLM import. First, on
+    any machine, a training launch that cannot work (ConfigError, harness.train_process)."""
+    if (stages is None and config.eval.train) or (stages is not None and "train" in stages):
+        from harness.train_process import launch_problem
+
+        if problem := launch_problem(config):
+            raise ConfigError(problem)
     gpus = read_gpus()
     if not gpus:
         return

@@ -4,6 +4,11 @@ from one batched call to the `verifier` role and the pipeline's own reward funct
 the group baseline. Each call appends one line to `train/rewards.jsonl`: mean, spread,
 unscored, per-criterion pass rates, verifier seconds, group sizes.
 
+With several training processes each verifies its own share of the step's completions; what
+each saw is gathered to all (torch.distributed), and the main process writes the step's one
+line over all of them (the slowest process's verifier seconds, `processes`: how many), so
+the file has one line per step whatever the number of processes.
+
     harness train -c configs/train-tiny.yaml
 """
 
@@ -81,36 +86,64 @@ class RubricReward:
         verdicts = verify(self.role(), jobs, self.settings, self.templates)
         seconds = time.perf_counter() - started
         values = rewards(jobs, verdicts, self.settings)
-        self._log(kwargs, prompt_id, values, verdicts, seconds)
+        share = {"prompt_ids": list(prompt_id), "rewards": values, "seconds": seconds,
+                 "unscored_verdicts": sum(v.met is None for v in verdicts),
+                 "passed": passed_by_criterion(verdicts)}  # fmt: skip
+        shares = gathered(share)
+        if process_rank() == 0:
+            self._log(kwargs, shares)
+        if callable(log_metric := kwargs.get("log_metric")):
+            log_metric("verifier_seconds", seconds)
+            log_metric("unscored_rewards", float(sum(r is None for r in values)))
         return values
 
-    def _log(
-        self,
-        kwargs: dict[str, Any],
-        prompt_ids: list[str],
-        rewards: list[float | None],
-        verdicts: list,
-        seconds: float,
-    ) -> None:
-        scored = [r for r in rewards if r is not None]
+    def _log(self, kwargs: dict[str, Any], shares: list[dict[str, Any]]) -> None:
+        values = [r for s in shares for r in s["rewards"]]
+        scored = [r for r in values if r is not None]
         passed: dict[str, list[bool]] = {}
-        for v in verdicts:
-            if v.met is not None:
-                passed.setdefault(f"{v.prompt_id}/{v.criterion_id}", []).append(v.met)
+        for s in shares:
+            for key, met in s["passed"].items():
+                passed.setdefault(key, []).extend(met)
         state = kwargs.get("trainer_state")
         row = {
             "step": state.global_step + 1 if state is not None else self.num_calls,
             "reward_mean": statistics.fmean(scored) if scored else None,
             "reward_std": statistics.pstdev(scored) if len(scored) > 1 else 0.0,
-            "num_completions": len(rewards),
-            "num_unscored": len(rewards) - len(scored),
-            "unscored_verdicts": sum(v.met is None for v in verdicts),
+            "num_completions": len(values),
+            "num_unscored": len(values) - len(scored),
+            "unscored_verdicts": sum(s["unscored_verdicts"] for s in shares),
             "pass_rates": {k: sum(v) / len(v) for k, v in sorted(passed.items())},
-            "group_sizes": dict(Counter(prompt_ids)),
-            "verifier_seconds": round(seconds, 4),
+            "group_sizes": dict(Counter(p for s in shares for p in s["prompt_ids"])),
+            "verifier_seconds": round(max(s["seconds"] for s in shares), 4),
         }
+        if len(shares) > 1:
+            row["processes"] = len(shares)
         with self.log_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-        if callable(log_metric := kwargs.get("log_metric")):
-            log_metric("verifier_seconds", seconds)
-            log_metric("unscored_rewards", float(row["num_unscored"]))
+
+
+def passed_by_criterion(verdicts: list) -> dict[str, list[bool]]:
+    """The scored verdicts per `prompt/criterion`."""
+    passed: dict[str, list[bool]] = {}
+    for v in verdicts:
+        if v.met is not None:
+            passed.setdefault(f"{v.prompt_id}/{v.criterion_id}", []).append(v.met)
+    return passed
+
+
+def process_rank() -> int:
+    """This training process's rank (0 in a single process)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def gathered(item: Any) -> list[Any]:
+    """`item` of every training process, in rank order, on every process (`[item]` alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [item]
+    items: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(items, item)
+    return items

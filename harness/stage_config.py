@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, field_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_serializer, model_validator
 
 from harness.role_config import RoleConfig, StrictModel
 
@@ -117,7 +117,64 @@ class TrainConfig(StrictModel):
         "process sees in `harness eval`; default: the only GPU, or the last of several; more "
         "than one trains through `accelerate launch`",
     )  # fmt: skip
+    num_processes: int | None = Field(
+        None, ge=1, description="training processes (data parallel, one per GPU) under "
+        "`accelerate launch`; default: the number of train.gpus, else 1; on a CPU more than "
+        "one runs accelerate's CPU multi-process mode (gloo)",
+    )  # fmt: skip
+    deepspeed: str | None = Field(
+        None, description="a DeepSpeed ZeRO JSON config passed to `accelerate launch` (GPU only)"
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="with generation: vllm, TRL's engine in each training process "
+        "(colocate) or a generation server on other GPUs (server, TRL's `trl vllm-serve`)",
+    )  # fmt: skip
+    vllm_server_gpus: list[NonNegativeInt] | None = Field(
+        None, description="server mode: the GPUs the harness starts the generation server on"
+    )
+    vllm_server_url: str | None = Field(
+        None, description="server mode: a generation server the operator started (`trl "
+        "vllm-serve`); loopback only while offline",
+    )  # fmt: skip
     trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
+
+    @model_validator(mode="after")
+    def _processes_fit(self) -> TrainConfig:
+        if self.gpus and self.num_processes and self.num_processes != len(self.gpus):
+            raise ValueError(f"train.num_processes is {self.num_processes} but train.gpus lists "
+                             f"{len(self.gpus)} GPUs: one process per GPU")  # fmt: skip
+        server = self.vllm_server_gpus is not None or self.vllm_server_url is not None
+        if self.vllm_mode == "server" and (self.vllm_server_gpus is None) == (
+            self.vllm_server_url is None
+        ):
+            raise ValueError("train.vllm_mode: server needs exactly one of "
+                             "train.vllm_server_gpus (the harness starts the server) or "
+                             "train.vllm_server_url")  # fmt: skip
+        if server and (self.vllm_mode != "server" or self.generation != "vllm"):
+            raise ValueError("train.vllm_server_gpus and train.vllm_server_url need "
+                             "train.generation: vllm and train.vllm_mode: server")  # fmt: skip
+        return self
+
+    @property
+    def processes(self) -> int:
+        """The training processes: `num_processes`, else one per listed GPU, else 1."""
+        return self.num_processes or len(self.gpus or []) or 1
+
+    @model_serializer(mode="wrap")
+    def _without_unused_launch_settings(self, handler: Any) -> dict[str, Any]:
+        """The launch settings appear only where set, so that the profiles that leave them
+        alone keep their resolved config and their stage fingerprints."""
+        data = handler(self)
+        for name, default in LAUNCH_DEFAULTS.items():
+            if data.get(name, default) == default:
+                data.pop(name, None)
+        return data
+
+
+# TrainConfig's launch settings at their defaults (left out of its dump)
+LAUNCH_DEFAULTS: dict[str, Any] = {"num_processes": None, "deepspeed": None,
+                                   "vllm_mode": "colocate", "vllm_server_gpus": None,
+                                   "vllm_server_url": None}  # fmt: skip
 
 
 class CompareConfig(StrictModel):

@@ -14,7 +14,10 @@ Outputs in `RUN_DIR/train/`: `checkpoints/checkpoint-N` (the adapter every `save
 over-optimisation analysis; training resumes from the last one), `adapter/` (the final LoRA
 adapter), `metrics.jsonl` (TRL's logs and the step split per step), `rewards.jsonl` (per
 reward call: mean, spread, unscored, per-criterion pass rates, verifier seconds, group sizes),
-`reward.png`.
+`reward.png`; with several training processes (`train.num_processes`, harness.train_process)
+these are written by the main process alone, and each process logs what TRL reported at each
+step (the gathered reward's mean and spread, the loss) to `ranks/rank-N.jsonl`, so that one
+can see the processes agree.
 
     harness train -c configs/train-tiny.yaml
 """
@@ -22,6 +25,7 @@ reward call: mean, spread, unscored, per-criterion pass rates, verifier seconds,
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -40,6 +44,7 @@ from harness.role_config import policy_chat_template_kwargs
 from harness.roles import Role
 from harness.rubric_reward import RubricReward
 from harness.runstate import RunPaths
+from harness.train_process import main_process
 from harness.types import Prompt, Rubric, latest_versions
 
 BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's change
@@ -140,8 +145,9 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
     train_dir.mkdir(parents=True, exist_ok=True)
     templates = config.project_path(config.prompts_dir) if config.prompts_dir else PROMPTS_DIR
     context = run_context(config)
-    resume_step = _last_checkpoint_step(train_dir / "checkpoints")
-    _truncate_logs(train_dir, resume_step)
+    main = main_process()
+    resume_step = _last_checkpoint_step(train_dir / "checkpoints", remove_partial=main)
+    _truncate_logs(train_dir, resume_step, main, _process_index())
     verifier_config = config.verifier(config.train.verifier)
     with served_verifier(verifier_config, context, shared=verifier_role is not None) as verifier:
         reward = RubricReward(data.prompts, data.rubrics, verifier, context, config.verify,
@@ -155,7 +161,7 @@ def train(config: HarnessConfig, verifier_role: Role | None = None) -> TrainResu
             trainer.save_model(str(train_dir / "adapter"))
         finally:
             reward.close()
-    return _result(trainer, policy_path, train_dir, resume_step)
+    return _result(trainer, policy_path, train_dir, resume_step, main)
 
 
 def vllm_generation_refusal(policy_path: str) -> str | None:
@@ -219,7 +225,7 @@ def _trainer(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[_metrics_callback(train_dir / "metrics.jsonl")],
+        callbacks=[_metrics_callback(train_dir)],
     )
 
 
@@ -266,13 +272,29 @@ def grpo_options(
         "fp16": dtype == "float16",
         "gradient_checkpointing": on_gpu,
         "use_vllm": settings.generation == "vllm",
-        "vllm_mode": "colocate",
+        "vllm_mode": settings.vllm_mode,
         "vllm_gpu_memory_utilization": settings.vllm_memory_share,
         "vllm_max_model_length": vllm_max_model_length(settings, longest_prompt),
         "disable_tqdm": True,
         "chat_template_kwargs": policy_chat_template_kwargs(config.roles),
     }
+    if settings.vllm_mode == "server":  # the URL the harness or the operator gave
+        options["vllm_server_base_url"] = settings.vllm_server_url
     return {**options, **settings.trl}
+
+
+def generation_server_command(settings: TrainConfig, policy_path: str, port: int) -> list[str]:
+    """The command line `trl vllm-serve` runs for the policy (TRL's own builder: vLLM's
+    server with the weight-transfer and logprob settings its client needs) on loopback,
+    tensor parallel over `train.vllm_server_gpus`."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    arguments = ScriptArguments(
+        model=policy_path, host="127.0.0.1", port=port,
+        tensor_parallel_size=len(settings.vllm_server_gpus or [0]),
+        max_model_len=settings.vllm_max_model_len, log_level="warning",
+    )  # fmt: skip
+    return build_command(arguments)
 
 
 def policy_dtype(setting: str) -> str:
@@ -324,11 +346,12 @@ def _timed_trainer_class(base: type) -> type:
     return TimedGRPOTrainer
 
 
-def _metrics_callback(path: Path):  # -> transformers.TrainerCallback
+def _metrics_callback(train_dir: Path):  # -> transformers.TrainerCallback
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
-        """One JSONL line per logged step, with the wall time of the step."""
+        """One JSONL line per logged step, with the wall time of the step, from the main
+        process; with several processes, each one's own line in `ranks/rank-N.jsonl`."""
 
         step_started = 0.0
 
@@ -343,28 +366,47 @@ def _metrics_callback(path: Path):  # -> transformers.TrainerCallback
                 **logs,
                 "step_seconds": round(time.perf_counter() - self.step_started, 4),
             }
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+            if args.world_size > 1:
+                rank_log = rank_log_path(train_dir, args.process_index)
+                rank_log.parent.mkdir(exist_ok=True)
+                _append(rank_log, {"rank": args.process_index, **row})
+            if state.is_world_process_zero:
+                _append(train_dir / "metrics.jsonl", row)
 
     return MetricsCallback()
 
 
-def _last_checkpoint_step(folder: Path) -> int:
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def rank_log_path(train_dir: Path, rank: int) -> Path:
+    return train_dir / "ranks" / f"rank-{rank}.jsonl"
+
+
+def _process_index() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _last_checkpoint_step(folder: Path, remove_partial: bool = True) -> int:
     """The step of the last complete checkpoint; a half-written one (killed while saving,
-    no trainer_state.json yet) is removed so that it is never resumed from."""
+    no trainer_state.json yet) is removed (by the main process) so that it is never resumed
+    from."""
     steps = []
     for checkpoint in folder.glob("checkpoint-*"):
         if (checkpoint / "trainer_state.json").is_file():
             steps.append(int(checkpoint.name.split("-")[1]))
-        else:
+        elif remove_partial:
             shutil.rmtree(checkpoint, ignore_errors=True)
     return max(steps, default=0)
 
 
-def _truncate_logs(train_dir: Path, resume_step: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint, so none is doubled."""
-    for name in ("metrics.jsonl", "rewards.jsonl"):
-        path = train_dir / name
+def _truncate_logs(train_dir: Path, resume_step: int, main: bool = True, rank: int = 0) -> None:
+    """On resume, drop log lines of steps after the checkpoint, so none is doubled: the
+    main process's logs by the main process, each process's own rank log by itself."""
+    names = ["metrics.jsonl", "rewards.jsonl"] if main else []
+    for path in [*(train_dir / n for n in names), rank_log_path(train_dir, rank)]:
         if not path.exists():
             continue
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
@@ -373,19 +415,25 @@ def _truncate_logs(train_dir: Path, resume_step: int) -> None:
         write_atomic(path, kept)
 
 
-def _result(trainer: Any, policy_path: str, train_dir: Path, resumed_from: int) -> TrainResult:
-    rows = [json.loads(line) for line in (train_dir / "rewards.jsonl").read_text().splitlines()]
+def _result(
+    trainer: Any, policy_path: str, train_dir: Path, resumed_from: int, main: bool = True
+) -> TrainResult:
+    """What was trained; the logs are read (and the plot drawn) by the main process, which
+    wrote them."""
+    rows = [json.loads(line) for line in (train_dir / "rewards.jsonl").read_text().splitlines()
+            ] if main else []  # fmt: skip
     means = [r["reward_mean"] for r in rows if r["reward_mean"] is not None]
     base_same, adapter_changed = _weight_check(trainer.model, policy_path)
     host_mb, gpu_mb = machine.process_peak_memory_mb()  # torch's allocations per device
-    plot_rewards(rows, train_dir / "reward.png")
+    if main:
+        plot_rewards(rows, train_dir / "reward.png")
     return TrainResult(
         train_dir=train_dir, adapter_dir=train_dir / "adapter",
         steps=trainer.state.global_step,
         reward_first=means[0] if means else None, reward_last=means[-1] if means else None,
         base_weights_unchanged=base_same, adapter_weights_changed=adapter_changed,
         peak_memory_mb=round(sum(gpu_mb.values()) if gpu_mb else host_mb, 1),
-        step_split=step_split(train_dir, trainer), resumed_from=resumed_from,
+        step_split=step_split(train_dir, trainer) if main else {}, resumed_from=resumed_from,
         host_peak_memory_mb=round(host_mb, 1),
         gpu_peak_memory_mb={index: round(mb, 1) for index, mb in gpu_mb.items()},
     )  # fmt: skip

@@ -52,3 +52,39 @@ def test_the_reward_function_pickles_without_its_connection(context):
     clone = pickle.loads(pickle.dumps(reward))
     assert clone._role is None
     assert clone(prompts=[None], completions=completions("k"), prompt_id=["p2"]) == [2 / 3]
+
+
+def test_with_two_processes_the_main_one_logs_one_line_over_both(context, monkeypatch):
+    from harness import rubric_reward
+
+    context.run_dir.mkdir(parents=True)
+    other = {"prompt_ids": ["p2", "p2"], "rewards": [None, 1.0], "seconds": 3.0,
+             "unscored_verdicts": 2, "passed": {"p2/c1": [True], "p2/c2": [True]}}  # fmt: skip
+    monkeypatch.setattr(rubric_reward, "gathered", lambda share: [share, other])
+    for rank in (1, 0):  # the other process writes nothing
+        monkeypatch.setattr(rubric_reward, "process_rank", lambda rank=rank: rank)
+        values = reward_function(context)(prompts=[None] * 2, completions=completions("kb", "x"),
+                                          prompt_id=["p1", "p1"])  # fmt: skip
+        assert values == [1.0, 0.0]  # each process returns its own rewards
+    [log] = [json.loads(line) for line in (context.run_dir / "rewards.jsonl").open()]
+    assert (log["num_completions"], log["num_unscored"], log["processes"]) == (4, 1, 2)
+    assert log["reward_mean"] == 2 / 3 and log["group_sizes"] == {"p1": 2, "p2": 2}
+    assert log["unscored_verdicts"] == 2 and log["verifier_seconds"] == 3.0  # the slowest
+    assert log["pass_rates"]["p1/c1"] == 0.5 and log["pass_rates"]["p2/c1"] == 1.0
+
+
+def test_in_one_process_the_line_is_as_it_always_was(context):
+    context.run_dir.mkdir(parents=True)
+    reward_function(context)(prompts=[None], completions=completions("k"), prompt_id=["p2"])
+    [log] = [json.loads(line) for line in (context.run_dir / "rewards.jsonl").open()]
+    assert list(log) == [
+        "step",
+        "reward_mean",
+        "reward_std",
+        "num_completions",
+        "num_unscored",
+        "unscored_verdicts",
+        "pass_rates",
+        "group_sizes",
+        "verifier_seconds",
+    ]
