@@ -158,10 +158,11 @@ def stage_train(run: Run) -> StageResult:
 
 
 def _trainer_config(run: Run, verifier: RoleConfig) -> HarnessConfig:
-    """The profile the training process runs. A served verifier (`vllm-server`) stays up
-    here, on the GPUs the memory plan gives it, and the trainer reaches it over loopback; an
-    in-process engine cannot be shared with another process, so the trainer opens its own
-    (on its own GPU) and this process stops its copy first, when idle engines are stopped."""
+    """The profile the training processes run. A served verifier (`vllm-server`) stays up
+    here, on the GPUs the memory plan gives it, and every training process reaches it over
+    loopback; an in-process engine cannot be shared with another process, so the one training
+    process opens its own (on its own GPU; refused with several) and this process stops its
+    copy first, when idle engines are stopped."""
     from harness.training import endpoint_role
 
     config = run.config

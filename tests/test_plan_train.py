@@ -68,3 +68,15 @@ def test_a_missing_deepspeed_config_is_refused_before_anything_starts(tmp_path, 
     with pytest.raises(ConfigError, match=r"^train\.deepspeed: .*z\.json does not exist"):
         refuse_impossible_plan(config, ["train"])
     refuse_impossible_plan(config, ["verify"])  # not training: not checked
+
+
+def test_the_terminal_plan_names_every_training_gpu() -> None:
+    from rich.console import Console
+
+    from harness.report.plan_view import print_plan
+
+    config = load_config(CONFIGS / "train-gpu.yaml", ["train.num_processes=2"])
+    console = Console(record=True, width=200)
+    print_plan(plan_run(config, parse_gpus("4x80GB"), "4x80GB", ["train"]), console)
+    [trainer_line] = [line for line in console.export_text().splitlines() if "│ trainer" in line]
+    assert "│ 2,3 " in trainer_line

@@ -3,6 +3,7 @@ parts, the sum per GPU and each problem with its fix."""
 
 from __future__ import annotations
 
+from harness.memory import TrainerRow
 from harness.plan import EngineRow, MemoryPlan
 
 
@@ -27,7 +28,7 @@ def print_plan(plan: MemoryPlan, console) -> None:  # console: rich.console.Cons
                           _g(e.overhead_gib), kv, _verdict(e))  # fmt: skip
         t = group.trainer
         if t is not None:
-            table.add_row("trainer", "host" if t.gpu is None else str(t.gpu), _g(t.total_gib),
+            table.add_row("trainer", _trainer_gpus(t), _g(t.total_gib),
                           _g(t.weights_gib), "", "", "too big" if t.problem else "ok")  # fmt: skip
         console.print(table)
         if t is not None:
@@ -43,6 +44,13 @@ def print_plan(plan: MemoryPlan, console) -> None:  # console: rich.console.Cons
     verdict = "fits" if plan.ok else "does NOT fit"
     lifecycle = "idle engines stopped" if plan.stop_idle_engines else "every engine stays up"
     console.print(f"plan: {verdict} ({lifecycle})")
+
+
+def _trainer_gpus(trainer: TrainerRow) -> str:
+    """The GPUs of the training processes (one each), or `host` on a CPU."""
+    if trainer.gpu is None:
+        return "host"
+    return ",".join(str(g) for g in trainer.gpus or [trainer.gpu])
 
 
 def _where(engine: EngineRow) -> str:
