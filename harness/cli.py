@@ -36,9 +36,13 @@ def prepare_run(
     """Load the profile, check that it has the roles of `stages`, apply the offline guard,
     and write the resolved config to the run. With `memory_plan` (stage names; empty: every
     stage switched on), on a machine with a GPU, refuse a plan that cannot fit it."""
-    from harness.offline import apply_environment
+    from harness.offline import OfflineError, apply_environment
 
     config = load_config(config_path, list(overrides))
+    try:
+        config.check_endpoints()  # offline: loopback only, said before any stage runs
+    except OfflineError as exc:
+        raise OfflineError(f"{config_path or DEFAULT_PROFILE}: {exc}") from None
     require_usable_cuda()  # a CUDA build without a usable GPU stops here, not on the CPU
     if stages:
         from harness.stages import check_roles

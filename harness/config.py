@@ -128,6 +128,18 @@ class HarnessConfig(StrictModel):
     def rollout_models(self) -> list[RoleConfig]:
         return self.rollouts.models or [self.roles.get("policy")]
 
+    def check_endpoints(self) -> None:
+        """Refuse before anything starts (OfflineError, naming its place in the profile) an
+        endpoint that the offline guard would refuse only when its role starts."""
+        for name in ("policy", "proposer", "judge"):
+            if (role := getattr(self.roles, name)) is not None:
+                role.check_endpoints(name, self.offline)
+        for i, verifier in enumerate(self.roles.verifier):
+            place = "roles.verifier" if len(self.roles.verifier) == 1 else f"roles.verifier[{i}]"
+            verifier.check_endpoints("verifier", self.offline, place)
+        for i, model in enumerate(self.rollouts.models):
+            model.check_endpoints("rollouts", self.offline, f"rollouts.models[{i}]")
+
 
 def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> HarnessConfig:
     """Read a profile, apply `a.b=c` overrides, validate; errors name file, line and key."""

@@ -3,7 +3,8 @@ to the engine as they are (the `roles:` part of a profile).
 
 `base_url` is one OpenAI-compatible endpoint or a list of them serving the same model (an
 endpoint pool, `harness.backends.endpoints`): a list is non-empty and names each URL once;
-while offline every URL must be loopback (`check_endpoints`, when the role starts)."""
+while offline every URL must be loopback (`check_endpoints`: when a run is prepared, and
+again when the role starts)."""
 
 from __future__ import annotations
 
@@ -119,14 +120,16 @@ class RoleConfig(StrictModel):
             return []
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
-    def check_endpoints(self, role: str, offline: bool) -> None:
+    def check_endpoints(self, role: str, offline: bool, place: str | None = None) -> None:
         """Refuse (OfflineError) any endpoint that is not loopback while offline, by its place
-        in the profile: `roles.<role>.base_url`, or `roles.<role>.base_url[i]` in a pool."""
+        in the profile (default `roles.<role>`): `<place>.base_url`, or `<place>.base_url[i]`
+        in a pool."""
+        place = place or f"roles.{role}"
         if isinstance(self.base_url, str):
-            check_endpoint(self.base_url, offline=offline, where=f"roles.{role}.base_url")
+            check_endpoint(self.base_url, offline=offline, where=f"{place}.base_url")
             return
         for i, url in enumerate(self.endpoints):
-            check_endpoint(url, offline=offline, where=f"roles.{role}.base_url[{i}]")
+            check_endpoint(url, offline=offline, where=f"{place}.base_url[{i}]")
 
 
 class Roles(StrictModel):

@@ -89,3 +89,25 @@ def test_engine_options_become_server_flags():
     assert flags == ["--tensor-parallel-size", "2", "--enforce-eager",
                      "--no-enable-chunked-prefill", "--structured-outputs-config",
                      '{"backend": "guidance"}']  # fmt: skip
+
+
+def test_a_remote_endpoint_in_a_pool_is_refused_before_any_stage_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    profile = tmp_path / "pool.yaml"
+    profile.write_text(
+        f"runs_dir: {tmp_path}\nrun_name: r\n"
+        "data: {prompts: harness/data/sample_prompts.jsonl, max_prompts: 2}\n"
+        "rollouts: {num_samples: 1, models: [{backend: scripted, model: s, replies: [hi]}]}\n"
+        "roles:\n  proposer: {backend: scripted, model: p, rule: synthetic}\n"
+        "  verifier: {backend: openai, model: m, base_url: "
+        "[http://127.0.0.1:8001/v1, http://203.0.113.7:8000/v1]}\n"
+    )
+    result = CliRunner().invoke(main, ["verify", "-c", str(profile)])
+    assert isinstance(result.exception, OfflineError)  # one line, exit 2 (harness.errors)
+    assert str(result.exception).startswith(
+        f"{profile}: roles.verifier.base_url[1]: http://203.0.113.7:8000/v1 is not a loopback"
+    )
+    assert not (tmp_path / "r" / "candidates.jsonl").exists()  # no stage ran
