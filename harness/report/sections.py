@@ -334,7 +334,8 @@ def _endpoints_section(summary: Summary) -> Section:
         "fewest requests outstanding. A connection error, a timeout or a server error (5xx) "
         "took an endpoint out of rotation, and its request moved to another endpoint; a health "
         "probe put it back. Rejected counts the requests' own errors (4xx), which do not move. "
-        "One row per endpoint and run of the harness.",
+        "One row per endpoint each time the role was opened (a stage that starts it anew, or "
+        "a rerun, adds rows).",
     ]
     table = endpoints_table(summary)
     if table is not None:
