@@ -17,14 +17,12 @@ Either way every training process reaches it at one URL (GRPOConfig `vllm_server
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.backends.processes import start_server_process, stop_group, wait_healthy
 from harness.config import HarnessConfig
 from harness.offline import child_environment
 
@@ -54,7 +52,6 @@ def generation_server(config: HarnessConfig) -> Iterator[HarnessConfig]:
     if settings.vllm_server_gpus is None:
         yield config
         return
-    from harness.backends.processes import stop_group
     from harness.backends.vllm_server import free_loopback_port
     from harness.models.manifest import resolve_model
     from harness.training import generation_server_command
@@ -65,41 +62,26 @@ def generation_server(config: HarnessConfig) -> Iterator[HarnessConfig]:
     logs = config.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     environ = server_environment(config.offline, settings.vllm_server_gpus)
-    process = start_logged(command, environ, logs / LOG_NAME)
+    process = start_server_process(command, environ, logs / LOG_NAME)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(process, url, logs / LOG_NAME, STARTUP_TIMEOUT_S)
+        _wait_started(process, url, logs / LOG_NAME)
         train = settings.model_copy(update={"vllm_server_gpus": None, "vllm_server_url": url})
         yield config.model_copy(update={"train": train})
     finally:
         stop_group(process.pid, grace_s=15.0, leader=process)
 
 
-def start_logged(command: Sequence[str], environ: dict[str, str], log_path: Path):
-    """Start `command` in its own process group, its output appended to `log_path`."""
-    with open(log_path, "ab") as log:
-        log.write(f"$ {' '.join(command)}\n".encode())
-        log.flush()
-        return subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=environ,
-                                start_new_session=True)  # fmt: skip
-
-
-def wait_healthy(process: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> None:
-    """Wait until `url`/health answers; raise GenerationServerError when the server exits
-    first or the time runs out."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise GenerationServerError(
-                f"the generation server exited with code {process.returncode} while starting; "
-                f"see {log_path}"
-            )
-        with contextlib.suppress(OSError):
-            if opener.open(f"{url}/health", timeout=2).status == 200:
-                return
-        time.sleep(0.5)
-    raise GenerationServerError(
-        f"the generation server was not healthy after {timeout_s:.0f} s; see {log_path}"
-    )
+def _wait_started(process: subprocess.Popen, url: str, log_path: Path) -> None:
+    """Wait for the server's /health; GenerationServerError when it exits first or the time
+    (`STARTUP_TIMEOUT_S`) runs out."""
+    try:
+        exit_code = wait_healthy(process, url, STARTUP_TIMEOUT_S)
+    except TimeoutError:
+        raise GenerationServerError(
+            f"the generation server was not healthy after {STARTUP_TIMEOUT_S:.0f} s; see {log_path}"
+        ) from None
+    if exit_code is not None:
+        raise GenerationServerError(
+            f"the generation server exited with code {exit_code} while starting; see {log_path}"
+        )

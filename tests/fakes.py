@@ -2,8 +2,10 @@
 connections it receives (a proxy leak shows up as a count above zero).
 
 The server answers `POST /v1/chat/completions` with `reply(body)` (the request's JSON body;
-None drops the connection without an answer, an int is an HTTP error status) and
-`GET /health` with 200. Both run on 127.0.0.1 in daemon threads.
+None drops the connection without an answer, an int is an HTTP error status), `GET /health`
+and `GET /v1/models` with 200. It can be stopped and started again on the same port; a request
+still running when it stops gets its connection dropped. Both run on 127.0.0.1 in daemon
+threads.
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ class FakeOpenAIServer:
     def __init__(self, reply: Reply = yes_to_everything, port: int = 0) -> None:
         self.reply = reply
         self.requests: list[dict[str, Any]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.server: ThreadingHTTPServer | None = None
+        self.port = port
+        self.start()
+
+    def start(self) -> None:
+        """Listen (again) on `port`; the first start picks a free one."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def root(self) -> str:
@@ -48,8 +55,10 @@ class FakeOpenAIServer:
         return f"{self.root}/v1"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        server, self.server = self.server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def __enter__(self) -> FakeOpenAIServer:
         return self
@@ -65,20 +74,28 @@ class FakeOpenAIServer:
                 pass
 
             def do_GET(self) -> None:
-                self._send(200 if self.path == "/health" else 404, {})
+                if fake.server is None:  # stopping
+                    self._drop()
+                elif self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": "fake"}]})
+                else:
+                    self._send(200 if self.path == "/health" else 404, {})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(body)
                 answer = fake.reply(body)
-                if answer is None:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if answer is None or fake.server is None:  # no answer, or stopped meanwhile
+                    self._drop()
                     return
                 if isinstance(answer, int):
                     self._send(answer, {"error": {"message": f"status {answer}"}})
                     return
                 self._send(200, completion_body(body, answer))
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()

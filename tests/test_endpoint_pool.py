@@ -6,11 +6,9 @@ own, the cache key names no endpoint, the profile is checked, the stats reach th
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -30,89 +28,41 @@ from harness.runstate import RunPaths
 from harness.summary_schema import Summary
 
 from .conftest import verdict_requests
-from .fakes import completion_body, yes_to_everything
-
-Status = Callable[["Endpoint"], int]
+from .fakes import FakeOpenAIServer, yes_to_everything
 
 
-class Endpoint:
-    """An OpenAI-compatible server on 127.0.0.1 that can be stopped and started again on the
-    same port. Each chat request sleeps `delay_s`, then answers 200 with a verdict of "yes" to
-    every criterion, or the status `status()` says; a request still running when the server
-    stops gets its connection dropped. `received` counts chat requests, `busy` the most at
-    once."""
+class Endpoint(FakeOpenAIServer):
+    """The fake OpenAI server that can be stopped and started again on the same port. Each
+    chat request sleeps `delay_s`, then answers a verdict of "yes" to every criterion, or the
+    status `status()` says. `received` counts chat requests, `busy` the most at once."""
 
-    def __init__(self, delay_s: float = 0.05, port: int = 0) -> None:
+    def __init__(self, delay_s: float = 0.05) -> None:
         self.delay_s = delay_s
         self.status: Callable[[], int] = lambda: 200
         self.received = 0
         self.busy = self._running = 0
         self._lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.port = port
-        self.start()
+        super().__init__(self._answer)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.base_url
 
     def stop(self) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        self.close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if endpoint.server is None:  # stopping
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                ok = self.path == "/v1/models"
-                self._send(200 if ok else 404, {"object": "list", "data": [{"id": "m"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with endpoint._lock:
-                    endpoint.received += 1
-                    endpoint._running += 1
-                    endpoint.busy = max(endpoint.busy, endpoint._running)
-                try:
-                    time.sleep(endpoint.delay_s)
-                    if endpoint.server is None:  # stopped meanwhile: the connection drops
-                        self.close_connection = True
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        return
-                    status = endpoint.status()
-                    if status != 200:
-                        self._send(status, {"error": {"message": f"status {status}"}})
-                        return
-                    self._send(200, completion_body(body, yes_to_everything(body)))
-                finally:
-                    with endpoint._lock:
-                        endpoint._running -= 1
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def _answer(self, body: dict[str, Any]) -> str | int:
+        with self._lock:
+            self.received += 1
+            self._running += 1
+            self.busy = max(self.busy, self._running)
+        try:
+            time.sleep(self.delay_s)
+            status = self.status()
+            return yes_to_everything(body) if status == 200 else status
+        finally:
+            with self._lock:
+                self._running -= 1
 
 
 @pytest.fixture

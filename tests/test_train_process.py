@@ -449,7 +449,7 @@ def test_the_harness_starts_and_stops_the_generation_server_on_its_gpus(tmp_path
     monkeypatch.setattr("harness.training.generation_server_command", fake_server)
     monkeypatch.setattr("harness.models.manifest.resolve_model", lambda model, offline: model)
     started = []
-    real_start = module.start_logged
+    real_start = module.start_server_process
 
     def start(command, environ, log_path):
         seen["visible"], seen["dev_mode"] = environ["CUDA_VISIBLE_DEVICES"], environ[
@@ -457,7 +457,7 @@ def test_the_harness_starts_and_stops_the_generation_server_on_its_gpus(tmp_path
         started.append(real_start(command, environ, log_path))
         return started[-1]
 
-    monkeypatch.setattr(module, "start_logged", start)
+    monkeypatch.setattr(module, "start_server_process", start)
     config = profile(tmp_path, generation="vllm", vllm_mode="server", vllm_server_gpus=[2, 3])
     with module.generation_server(config) as trainer:
         url = trainer.train.vllm_server_url

@@ -34,7 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import Backend, BackendError, BackendGone, RunContext
-from harness.backends.openai_api import OpenAIBackend
+from harness.backends.openai_api import (
+    OpenAIBackend,
+    endpoint_fault,
+    refuses_the_client,
+    request_error,
+)
 from harness.config import RoleConfig
 from harness.metrics import percentile
 from harness.offline import is_loopback_url
@@ -237,30 +242,14 @@ class EndpointPoolBackend(OpenAIBackend):
         (a connection error, a timeout, a 5xx). Never any request or answer text in a reason."""
         import openai
 
-        label = self.config.label
         try:
             response = endpoint.client.chat.completions.create(**self._arguments(request))
-        except (
-            openai.AuthenticationError,
-            openai.PermissionDeniedError,
-            openai.NotFoundError,
-        ) as exc:
-            self.pool.answered(endpoint, None)
-            raise BackendError(f"role {self.role!r} at {endpoint.url}: {exc}") from exc
-        except openai.APITimeoutError:
-            reason = f"no answer within {self.config.request_timeout_s:g} s (request_timeout_s)"
-            return failed_completion(label, reason), reason
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__
-            reason = f"{type(cause or exc).__name__}: {cause or exc}"[:200]
-            return failed_completion(label, reason), reason
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                reason = f"HTTP {exc.status_code}"
-                return failed_completion(label, reason), reason
-            return failed_completion(label, f"{type(exc).__name__}: {exc}"[:500]), None
         except openai.OpenAIError as exc:
-            return failed_completion(label, f"{type(exc).__name__}: {exc}"[:500]), None
+            if refuses_the_client(exc):
+                self.pool.answered(endpoint, None)
+                raise BackendError(f"role {self.role!r} at {endpoint.url}: {exc}") from exc
+            failed = failed_completion(self.config.label, request_error(exc, self.config))
+            return failed, endpoint_fault(exc, self.config)
         return self._completion(response, started), None
 
     def _answers(self, url: str) -> bool:

@@ -155,21 +155,12 @@ class OpenAIBackend(Backend):
         started = time.perf_counter()
         try:
             response = self.client.chat.completions.create(**self._arguments(request))
-        except (
-            openai.AuthenticationError,
-            openai.PermissionDeniedError,
-            openai.NotFoundError,
-        ) as exc:
-            raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
-        except openai.APITimeoutError:
-            timeout = self.config.request_timeout_s
-            return failed_completion(self.config.label, f"no answer within {timeout:g} s "
-                                     "(request_timeout_s)")  # fmt: skip
-        except openai.APIConnectionError as exc:
-            self._connection_failed(exc)
-            return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
         except openai.OpenAIError as exc:
-            return failed_completion(self.config.label, f"{type(exc).__name__}: {exc}"[:500])
+            if refuses_the_client(exc):
+                raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
+            if isinstance(exc, openai.APIConnectionError) and not timed_out(exc):
+                self._connection_failed(exc)
+            return failed_completion(self.config.label, request_error(exc, self.config))
         with self._lock:
             self._failures_in_a_row = 0
         return self._completion(response, started)
@@ -218,6 +209,42 @@ class OpenAIBackend(Backend):
         if client is not None:
             client.close()
             self.client = None
+
+
+def refuses_the_client(error: Exception) -> bool:
+    """A wrong key, model or URL: no request can succeed (the backend cannot serve)."""
+    import openai
+
+    refusals = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+    return isinstance(error, refusals)
+
+
+def timed_out(error: Exception) -> bool:
+    import openai
+
+    return isinstance(error, openai.APITimeoutError)
+
+
+def request_error(error: Exception, config: RoleConfig) -> str:
+    """What a request that failed with `error` records as its error."""
+    if timed_out(error):
+        return f"no answer within {config.request_timeout_s:g} s (request_timeout_s)"
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def endpoint_fault(error: Exception, config: RoleConfig) -> str | None:
+    """Why `error` shows the endpoint failing (a timeout, a connection error, a 5xx), in words
+    that carry no request or answer text; None where it is the request's own error (4xx)."""
+    import openai
+
+    if timed_out(error):
+        return request_error(error, config)
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error
+        return f"{type(cause).__name__}: {cause}"[:200]
+    if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
+        return f"HTTP {error.status_code}"
+    return None
 
 
 def _answered(future: Future[Completion]) -> bool:

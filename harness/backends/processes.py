@@ -1,7 +1,10 @@
-"""The processes a vLLM backend starts: how they are stopped, and which CPU cores they use.
+"""The processes a vLLM backend starts: how they start and are stopped, and which CPU cores
+they use.
 
-A vLLM server runs in its own process group (its session), with its engine and worker
-processes in the same group; `stop_group` stops all of them whatever state they are in, also
+A server (a vLLM server, TRL's generation server) starts in its own process group (its
+session), its output in a log of the run, and is SIGTERMed by the kernel when the harness dies
+(`start_server_process`); `wait_healthy` waits for its `/health`. Its engine and worker
+processes live in the same group; `stop_group` stops all of them whatever state they are in, also
 when the server's main process has died and its engine lives on. On the CPU build, vLLM pins
 every engine's OpenMP threads to the first cores of the machine ("auto"), so the engines of two
 runs on one machine would spin on the same cores while others idle; `thread_binding` gives a
@@ -11,10 +14,12 @@ new engine the cores other runs' engines left free, or no pinning when they left
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +31,51 @@ if TYPE_CHECKING:
 
 BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
 PROC = Path("/proc")
+PR_SET_PDEATHSIG = 1
+
+
+def start_server_process(
+    command: Sequence[str], environ: dict[str, str], log_path: Path, shown: str = ""
+) -> subprocess.Popen[bytes]:
+    """Start `command` in a process group of its own (a Ctrl-C reaches the harness only;
+    `stop_group` ends the whole group), SIGTERMed by the kernel when the harness dies. Its
+    output is appended to `log_path` after its command line (`shown` first: settings worth
+    seeing there) and its pid."""
+    with open(log_path, "ab") as log:
+        log.write(f"$ {shown}{' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env=environ,
+        )
+        log.write(f"# harness: server pid {process.pid}\n".encode())
+    return process
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when the harness dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_healthy(process: subprocess.Popen, root: str, timeout_s: float) -> int | None:
+    """Wait until `root`/health answers 200 (never through a proxy): None then, or the exit
+    code of `process` when it exits first; TimeoutError when `timeout_s` runs out."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return process.returncode
+        with contextlib.suppress(OSError):
+            if opener.open(f"{root}/health", timeout=2).status == 200:
+                return None
+        time.sleep(0.5)
+    raise TimeoutError(f"{root}/health did not answer within {timeout_s:.0f} s")
 
 
 def group_members(pgid: int) -> list[int]:

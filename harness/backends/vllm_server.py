@@ -14,14 +14,12 @@ server). Offline, the server's environment holds no proxy setting.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,13 @@ from harness.backends.base import (
     template_source,
 )
 from harness.backends.openai_api import OpenAIBackend
-from harness.backends.processes import BIND_VARIABLE, stop_group, thread_binding
+from harness.backends.processes import (
+    BIND_VARIABLE,
+    start_server_process,
+    stop_group,
+    thread_binding,
+    wait_healthy,
+)
 from harness.backends.vllm_engine import engine_defaults, structured_outputs_config
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -44,7 +48,6 @@ from harness.offline import child_environment
 from harness.types import ChatRequest, Completion
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-PR_SET_PDEATHSIG = 1
 EXIT_GRACE_S = 5.0  # how long a server whose port refuses may take to show its exit
 
 
@@ -112,12 +115,6 @@ def model_chat_template(model_path: str, engine: dict[str, Any]) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel to SIGTERM it when the harness dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class VLLMServerBackend(OpenAIBackend):
     name = "vllm-server"
     capabilities = Capabilities(serves_endpoint=True, engine="vllm")
@@ -153,39 +150,24 @@ class VLLMServerBackend(OpenAIBackend):
             raise
 
     def _start(self, command: list[str], context: RunContext, binding: dict[str, str]) -> None:
-        with open(self.log_path, "ab") as log:
-            settings = "".join(f"{k}={v} " for k, v in binding.items() if k == BIND_VARIABLE)
-            log.write(f"$ {settings}{' '.join(command)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own group: a Ctrl-C reaches the harness only
-                preexec_fn=_die_with_parent,
-                env=child_environment(context.offline, {**context.env, **binding}),
-            )
-            log.write(f"# harness: server pid {self.process.pid}\n".encode())
+        shown = "".join(f"{k}={v} " for k, v in binding.items() if k == BIND_VARIABLE)
+        environ = child_environment(context.offline, {**context.env, **binding})
+        self.process = start_server_process(command, environ, self.log_path, shown)
 
     def _wait_healthy(self, root: str, timeout_s: float, role: str) -> None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise BackendError(
-                    f"role {role!r}: the vLLM server exited with code {self.process.returncode} "
-                    f"while starting; last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            with contextlib.suppress(OSError):
-                if opener.open(f"{root}/health", timeout=2).status == 200:
-                    return
-            time.sleep(0.5)
-        raise BackendError(
-            f"role {role!r}: the vLLM server was not healthy after {timeout_s:.0f} s "
-            f"(startup_timeout_s); see {self.log_path}"
-        )
+        assert self.process is not None
+        try:
+            exit_code = wait_healthy(self.process, root, timeout_s)
+        except TimeoutError:
+            raise BackendError(
+                f"role {role!r}: the vLLM server was not healthy after {timeout_s:.0f} s "
+                f"(startup_timeout_s); see {self.log_path}"
+            ) from None
+        if exit_code is not None:
+            raise BackendError(
+                f"role {role!r}: the vLLM server exited with code {exit_code} while starting; "
+                f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+            )
 
     def identity(self) -> dict[str, Any]:
         """Without the port, which is new on every start: a rerun's answers come from the

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.processes import stop_group
+from harness.backends.processes import start_server_process, stop_group, wait_healthy
 from harness.backends.vllm_server import free_loopback_port, server_command
 from harness.config import RoleConfig
 from harness.models.manifest import resolve_model
@@ -68,22 +68,12 @@ class Server:
 
     def start(self) -> None:
         command = server_command(resolve_model("tiny-s", offline=True), self.config, self.port)
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env=child_environment(True))  # fmt: skip
+        self.process = start_server_process(command, child_environment(True), self.log)
 
     def wait_healthy(self, timeout_s: float = 600) -> None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log.read_text()
-            try:
-                if opener.open(f"http://127.0.0.1:{self.port}/health", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"server not healthy; see {self.log}")
+        assert self.process is not None
+        exit_code = wait_healthy(self.process, f"http://127.0.0.1:{self.port}", timeout_s)
+        assert exit_code is None, self.log.read_text()
 
     def kill(self) -> None:
         assert self.process is not None
