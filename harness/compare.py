@@ -247,6 +247,7 @@ def verifier_metrics(
         **ranking,
         "unscored_rate": sum(v.met is None for v in verdicts) / len(verdicts) if verdicts else None,
         "num_unscored": sum(v.met is None for v in verdicts),
+        "num_without_p_yes": sum(v.met is not None and v.p_yes is None for v in verdicts),
         **cost_metrics(measurement),
         "num_compared": agree["n"],
         **counts,
@@ -321,6 +322,7 @@ def compare_verifiers(
         reference=Reference.model_validate(ref),
         verifiers=[VerifierRow.model_validate(row) for row in rows],
         tail_quantile=config.compare.tail_quantile,
+        score=config.verify.score,
         off_topic_per_prompt=config.compare.off_topic_per_prompt,
         **({"clinicians": clinicians_block(matched)} if matched is not None else {}),
     )
@@ -368,10 +370,21 @@ def on_topic_verdicts(verdicts: Sequence[Verdict], probe: Sequence[Job]) -> list
 def probe_metrics(
     jobs: Sequence[Job], probe: Sequence[Job], verdicts: Sequence[Verdict], config: HarnessConfig
 ) -> dict[str, Any]:
-    """A verifier's off-topic preference, from its own rewards of both sets of jobs."""
-    return off_topic_row(
-        response_scores(jobs, verdicts, config), response_scores(probe, verdicts, config)
-    )
+    """A verifier's off-topic preference, from its own rewards of both sets of jobs: under the
+    profile's `verify.score`, and under hard and soft scores side by side (`*_hard`,
+    `*_soft`; soft is unscored where the verifier gave no P(yes))."""
+    row: dict[str, Any] = {}
+    for score in ("hard", "soft"):
+        scored = config.model_copy(
+            update={"verify": config.verify.model_copy(update={"score": score})}
+        )
+        columns = off_topic_row(
+            response_scores(jobs, verdicts, scored), response_scores(probe, verdicts, scored)
+        )
+        row |= {f"{key}_{score}": value for key, value in columns.items()}
+        if score == config.verify.score:
+            row |= columns
+    return row
 
 
 def _measured(

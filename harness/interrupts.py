@@ -8,12 +8,25 @@ engine that died of it, a request cut off) belongs to the interruption: no trace
 misleading error. Further signals are ignored while the run stops, so that stopping the
 engines is not cut short (SIGKILL still ends everything: servers die with the harness).
 
-    with stop_on_signals():
-        main()
+Once the line is printed the exit status is final: the entry point catches `Interrupted` and
+leaves through `leave` (atexit handlers, streams flushed, `os._exit`). The interpreter's own
+end cannot be trusted with it: a KeyboardInterrupt raised inside code that `exec()` ran from a
+string (dataclasses and namedtuples build their methods so, and an import may be running them
+when Ctrl-C comes) sets a flag in CPython that, under `python -m`, makes the interpreter kill
+itself by SIGINT after finalising (exit -2), whatever status the program chose.
+
+    try:
+        with stop_on_signals():
+            main()
+    except Interrupted as stop:
+        leave(stop.code)
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -21,10 +34,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(SystemExit):
+    """The command was interrupted; its line is printed, `code` is 128 + the signal."""
 
 
 def resume_command(argv: list[str]) -> str:
@@ -61,7 +79,9 @@ def stop_on_signals(argv: list[str] | None = None) -> Iterator[None]:
     except BaseException as exc:
         if not received and not isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
             raise
-        _stop(received[0] if received else signal.SIGINT, argv or sys.argv)
+        if not received:  # an interrupt no handler of ours raised: the handlers stay deaf too
+            received.append(signal.SIGINT)
+        _stop(received[0], argv or sys.argv)
     else:
         if received:  # a library swallowed the interrupt: honour it now
             _stop(received[0], argv or sys.argv)
@@ -81,4 +101,14 @@ def _stop(signum: int, argv: list[str]) -> None:
         f"interrupted ({name}): engines and servers stopped; resume with: {resume_command(argv)}",
         err=True,
     )
-    raise SystemExit(128 + signum) from None
+    raise Interrupted(128 + signum) from None
+
+
+def leave(code: int) -> NoReturn:
+    """End the process with `code` at once: atexit handlers run and the streams are flushed,
+    then `os._exit`, past the interpreter's end (see the module docstring)."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

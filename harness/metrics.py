@@ -5,7 +5,8 @@ Three families:
   first; `pair_outcome` merges the two verdicts, `summarise_pairs` turns a list of judged pairs
   into a win rate with a bootstrap interval, the position-flip rate and a length-controlled win
   rate (the win rate a logistic fit predicts when both responses have the same length, the idea
-  of AlpacaEval's length-controlled win rate).
+  of AlpacaEval's length-controlled win rate). A soft judge (`soft_pair_outcome`) instead
+  averages P(A better) over the two orders and takes its side of 0.5.
 - Verifier agreement. Per-criterion yes/no verdicts against a reference verifier (`agreement`),
   and per-response scores against reference scores (`pairwise_accuracy`,
   `within_prompt_spearman`). As in Table 2 of Chasing the Tail, a predicted tie or an unscored
@@ -26,18 +27,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations, product
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 # which side a pairwise judge preferred, or a tie (not a verifier's yes/no `types.Verdict`)
 Preference = Literal["a", "b", "tie"]
 DisagreementPolicy = Literal["tie", "first"]
+JudgeScore = Literal["hard", "soft"]
 
 PREFERENCE_OUTCOMES: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
 LENGTH_PENALTY = 1e-3
 NEWTON_MAX_ITERATIONS = 100
 NEWTON_TOLERANCE = 1e-10
+SOFT_TIE_TOLERANCE = 1e-9  # a soft P(A) this close to 0.5 is a tie
 
 
 # --- judge aggregation -------------------------------------------------------------------------
@@ -52,6 +55,9 @@ class JudgedPair:
     second_order: Preference | None  # B shown first
     length_a: int
     length_b: int
+    first_p_a: float | None = None  # P(A better) read in the A-first order (soft judge)
+    second_p_a: float | None = None  # and in the B-first order
+    identical: bool = False  # A and B are the same text: a tie, whatever the judge says
 
 
 def preference_outcome(preference: str) -> float:
@@ -89,6 +95,58 @@ def position_flip_rate(pairs: Sequence[JudgedPair]) -> float | None:
         return None
     num_flipped = sum(p.first_order != p.second_order for p in both_scored)
     return num_flipped / len(both_scored)
+
+
+def mean_p_a(pair: JudgedPair) -> float | None:
+    """The pair's P(A better): the mean over the orders in which it was read (the one order
+    when only one was, as `pair_outcome` uses the one scored verdict); None when neither was."""
+    read = [p for p in (pair.first_p_a, pair.second_p_a) if p is not None]
+    return sum(read) / len(read) if read else None
+
+
+def _side_of_half(p: float) -> float:
+    # A judge that only prefers a position gives P(A) = p and 1 - p in the two orders: their
+    # mean is 0.5 up to rounding, and rounding must not decide the pair.
+    if abs(p - 0.5) <= SOFT_TIE_TOLERANCE:
+        return 0.5
+    return 1.0 if p > 0.5 else 0.0
+
+
+def soft_pair_outcome(pair: JudgedPair) -> float | None:
+    """A's score from the soft judge: 1.0 when the mean P(A) is above 0.5, 0.0 below it, 0.5
+    at 0.5 (within 1e-9); None (unscored, never a loss) when P(A) was read in neither order."""
+    p = mean_p_a(pair)
+    return None if p is None else _side_of_half(p)
+
+
+def position_bias(pairs: Sequence[JudgedPair]) -> float | None:
+    """The judge's lean toward the response shown first: over the pairs whose P(A) was read
+    in both orders, the mean of P(the first shown is better) - 0.5, i.e. of (first_p_a -
+    second_p_a) / 2; None when no pair was read in both orders."""
+    both = _read_in_both_orders(pairs)
+    return sum((first - second) / 2 for first, second in both) / len(both) if both else None
+
+
+def soft_position_flip_rate(pairs: Sequence[JudgedPair]) -> float | None:
+    """Share of the pairs read in both orders whose P(A), once the judge's lean toward the
+    first position (`position_bias`, the same on every pair) is taken out of each order, does
+    not lie on one side of 0.5 in both: the soft judge's own flips, beyond the lean it has on
+    every pair. A judge that only leans is left with 0.5 in both orders, which decides
+    nothing: it flips. None when no pair was read in both orders."""
+    both = _read_in_both_orders(pairs)
+    bias = position_bias(pairs)
+    if not both or bias is None:
+        return None
+    sides = [(_side_of_half(first - bias), _side_of_half(second + bias)) for first, second in both]
+    return sum(a == 0.5 or a != b for a, b in sides) / len(sides)
+
+
+def _read_in_both_orders(pairs: Sequence[JudgedPair]) -> list[tuple[float, float]]:
+    return [
+        (first, second)
+        for p in pairs
+        if (first := p.first_p_a) is not None and (second := p.second_p_a) is not None
+    ]
 
 
 def bootstrap_ci(
@@ -187,30 +245,53 @@ def summarise_pairs(
     disagreement: DisagreementPolicy = "tie",
     num_resamples: int = 2000,
     seed: int = 0,
+    score: JudgeScore = "hard",
 ) -> dict:
     """Win rate of A over B (ties as half) with its bootstrap CI and the judge's diagnostics.
 
-    Mean lengths are over all pairs, scored or not: they describe the two systems' responses.
+    `score="soft"` counts each pair by `soft_pair_outcome` and keeps the hard judge's counts
+    under "hard"; both flip rates are given whichever counts. A pair of identical texts is a
+    tie under both, and stays out of the flip rates and the position bias. Mean lengths are
+    over all pairs, scored or not: they describe the two systems' responses.
     """
-    outcomes = [pair_outcome(p, disagreement) for p in pairs]
+    hard = [0.5 if p.identical else pair_outcome(p, disagreement) for p in pairs]
+    soft = [0.5 if p.identical else soft_pair_outcome(p) for p in pairs]
+    outcomes = hard if score == "hard" else soft
     scored = [(o, p) for o, p in zip(outcomes, pairs) if o is not None]
     scored_outcomes = [o for o, _ in scored]
-    win_rate = mean_or_none(scored_outcomes)
-    ci95 = list(bootstrap_ci(scored_outcomes, num_resamples, seed)) if scored else None
-    return {
-        "n": len(scored),
-        "wins": sum(o == 1.0 for o in scored_outcomes),
-        "losses": sum(o == 0.0 for o in scored_outcomes),
-        "ties": sum(o == 0.5 for o in scored_outcomes),
-        "unscored": len(pairs) - len(scored),
-        "win_rate": win_rate,
-        "ci95": ci95,
-        "position_flip_rate": position_flip_rate(pairs),
+    # a judge shown the same text twice has nothing to prefer: its flips there are no bias
+    differing = [p for p in pairs if not p.identical]
+    summary = {
+        "score": score,
+        **_outcome_counts(outcomes, num_resamples, seed),
+        "num_identical": len(pairs) - len(differing),
+        "position_flip_rate": position_flip_rate(differing),
+        "soft_position_flip_rate": soft_position_flip_rate(differing),
+        "position_bias": position_bias(differing),
         "length_controlled_win_rate": length_controlled_win_rate(
             scored_outcomes, [p.length_a - p.length_b for _, p in scored]
         ),
         "mean_length_a": mean_or_none([p.length_a for p in pairs]),
         "mean_length_b": mean_or_none([p.length_b for p in pairs]),
+    }
+    if score == "soft":
+        summary["hard"] = _outcome_counts(hard, num_resamples, seed)
+    return summary
+
+
+def _outcome_counts(
+    outcomes: Sequence[float | None], num_resamples: int, seed: int
+) -> dict[str, int | float | list[float] | None]:
+    """n, wins, losses, ties, unscored, win rate and its bootstrap CI of A's pair scores."""
+    scored = [o for o in outcomes if o is not None]
+    return {
+        "n": len(scored),
+        "wins": sum(o == 1.0 for o in scored),
+        "losses": sum(o == 0.0 for o in scored),
+        "ties": sum(o == 0.5 for o in scored),
+        "unscored": len(outcomes) - len(scored),
+        "win_rate": mean_or_none(scored),
+        "ci95": list(bootstrap_ci(scored, num_resamples, seed)) if scored else None,
     }
 
 
@@ -380,7 +461,7 @@ def within_prompt_spearman(
 def off_topic_accuracy(
     on_topic: Mapping[str, Mapping[str, float | None]],
     off_topic: Mapping[str, Mapping[str, float | None]],
-) -> dict[str, int | float | None]:
+) -> dict[str, Any]:
     """Share of within-prompt (on-topic, off-topic) pairs where the on-topic reward is higher;
     a tie counts half. Pairs with an unscored side are left out and counted as "unscored"."""
     outcomes: list[float] = []
@@ -394,6 +475,8 @@ def off_topic_accuracy(
     return {
         "n_pairs": len(outcomes),
         "accuracy": mean_or_none(outcomes),
+        # pairs share responses, so this interval over pairs is a lower bound on the spread
+        "ci95": list(bootstrap_ci(outcomes)) if outcomes else None,
         "ties": outcomes.count(0.5),
         "unscored": num_unscored,
     }

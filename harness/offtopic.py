@@ -67,6 +67,7 @@ def off_topic_row(
     result = off_topic_accuracy(on_topic, off_topic)
     return {
         "off_topic_accuracy": result["accuracy"],
+        "off_topic_ci95": result["ci95"],
         "off_topic_pairs": result["n_pairs"],
         "off_topic_ties": result["ties"],
         "off_topic_unscored": result["unscored"],

@@ -47,7 +47,7 @@ def stage_overoptimization(run: Run) -> StageResult:
     prompts = [p for p in run.judge_prompts() if p.id in run.latest_rubrics()]
     inputs = [
         [p.model_dump() for p in prompts],
-        [a for _, a in checkpoints],
+        [a.identity() for _, a in checkpoints],
         policy,
         verifier,
         config.roles.get("judge"),

@@ -283,7 +283,7 @@ def stage_verify(run: Run) -> StageResult:
         write_records(run.rewards_path, rows)
         on_given = write_grading(run, role, jobs, verdicts)
         unscored = sum(v.met is None for v in verdicts)
-        check_unscored(verdicts, run.config.verify.max_unscored_share, "verify")
+        check_unscored(verdicts, run.config.verify, "verify")
         return {"verdicts": len(verdicts), "unscored": unscored,
                 "unscored_rewards": sum(r["reward"] is None for r in rows),
                 "graded_on_given_rubrics": on_given}  # fmt: skip

@@ -161,7 +161,7 @@ def _iterate(
     verdicts = verify(roles.verifier, jobs, config.verify, templates)
     write_records(folder / f"iteration-{iteration}.verdicts.jsonl", verdicts)
     # rubrics are never rewritten from a verifier that mostly gave no answer
-    check_unscored(verdicts, config.verify.max_unscored_share, f"refine iteration {iteration}")
+    check_unscored(verdicts, config.verify, f"refine iteration {iteration}")
     scores = score_pool(jobs, verdicts, config.verify)
     pairs = {p.id: select_pair(_remaining(pools[p.id], state.used), scores, config.refine.pair)
              for p in active}  # fmt: skip

@@ -10,6 +10,12 @@ Forms:
   `paper`.
 - `unweighted`: the share of criteria satisfied (a penalty counts as satisfied when not met).
 
+Scores (`verify.score`):
+- `hard`: a criterion counts its points when its verdict is "yes".
+- `soft`: expected points, a criterion counting its points x P(yes) (a penalty its expected
+  penalty), under the same normalisation and clipping. A verdict without a usable P(yes) is
+  unscored under `soft`: a hard 0/1 is not mixed into expected values.
+
 Unscored verdicts (`None`) are never counted as "no". Policy for a partly unscored rubric:
 the reward is computed over the scored criteria alone, provided they carry at least
 `min_scored_share` of the rubric's absolute weight (default 0.5); otherwise, and always when
@@ -24,11 +30,12 @@ from typing import Literal
 
 from harness.config import ConfigError, VerifyConfig
 from harness.types import Criterion, Verdict
-from harness.verifier import Job, met_by_candidate
+from harness.verifier import Job, met_by_candidate, p_yes_by_candidate
 
 RewardForm = Literal["paper", "healthbench", "unweighted"]
 MIN_SCORED_SHARE = 0.5
 
+Met = bool | float | None  # a verdict, or P(yes) under soft scoring; None: unscored
 CandidateRewards = dict[str, float | None]  # candidate id -> reward
 PromptRewards = dict[str, CandidateRewards]  # prompt id -> candidate id -> reward
 
@@ -38,7 +45,7 @@ def rewards(
 ) -> list[float | None]:
     """The reward of every job from its candidate's verdicts, in the profile's `verify:`
     reward form; None where too little of the rubric was scored."""
-    table = met_by_candidate(verdicts)
+    table = p_yes_by_candidate(verdicts) if settings.score == "soft" else met_by_candidate(verdicts)
     return [
         score(job.rubric.criteria, table.get(job.candidate.id, {}), settings.reward,
               settings.min_scored_share)
@@ -48,7 +55,7 @@ def rewards(
 
 def score(
     criteria: Sequence[Criterion],
-    met: Mapping[str, bool | None],
+    met: Mapping[str, Met],
     form: RewardForm = "healthbench",
     min_scored_share: float = MIN_SCORED_SHARE,
 ) -> float | None:
@@ -57,7 +64,7 @@ def score(
     if not scored:
         return None
     if form == "unweighted":
-        return sum(met[c.id] == (c.weight > 0) for c in scored) / len(scored)
+        return sum(_satisfied(c, met[c.id]) for c in scored) / len(scored)
     if form == "paper" and any(c.weight < 0 for c in criteria):
         raise ConfigError(
             "verify.reward: 'paper' needs positive weights; this rubric has penalties, "
@@ -67,9 +74,16 @@ def score(
     return None if share is None else min(1.0, max(0.0, share))
 
 
+def _satisfied(criterion: Criterion, met: Met) -> float:
+    """1 when a criterion's verdict is the good one (met, or a penalty not met), in
+    expectation under soft scoring."""
+    value = float(met)  # type: ignore[arg-type]
+    return value if criterion.weight > 0 else 1.0 - value
+
+
 def unclipped_score(
     criteria: Sequence[Criterion],
-    met: Mapping[str, bool | None],
+    met: Mapping[str, Met],
     min_scored_share: float = MIN_SCORED_SHARE,
 ) -> float | None:
     """HealthBench's score of one response before any clipping (a penalty can take it below
@@ -79,7 +93,7 @@ def unclipped_score(
 
 
 def scored_criteria(
-    criteria: Sequence[Criterion], met: Mapping[str, bool | None], min_scored_share: float
+    criteria: Sequence[Criterion], met: Mapping[str, Met], min_scored_share: float
 ) -> list[Criterion]:
     """The criteria with a verdict; none when they carry less than `min_scored_share` of the
     criteria's absolute weight (or when there are no criteria)."""
@@ -90,12 +104,13 @@ def scored_criteria(
     return scored
 
 
-def points_share(scored: Sequence[Criterion], met: Mapping[str, bool | None]) -> float | None:
-    """Points of the criteria met over the positive points; None without positive points."""
+def points_share(scored: Sequence[Criterion], met: Mapping[str, Met]) -> float | None:
+    """Points of the criteria met (expected points under soft scoring) over the positive
+    points; None without positive points."""
     positive = sum(c.weight for c in scored if c.weight > 0)
     if positive == 0:
         return None
-    return sum(c.weight for c in scored if met[c.id]) / positive
+    return sum(c.weight * float(met[c.id]) for c in scored) / positive  # type: ignore[arg-type]
 
 
 def raw_points(criteria: Sequence[Criterion], met: Mapping[str, bool | None]) -> int:

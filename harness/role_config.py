@@ -68,7 +68,7 @@ class RoleConfig(StrictModel):
         exclude_if=lambda value: value is None,  # unset: fingerprints stay as they were
     )
     replies: list[str] | dict[str, str] | None = Field(None, description="scripted backend")
-    rule: Literal["keyword", "synthetic"] | None = Field(
+    rule: Literal["keyword", "synthetic", "blind"] | None = Field(
         None, description="scripted backend: a built-in rule"
     )
     # changes no answer, so it stays out of fingerprints and the saved config (`exclude`)

@@ -24,6 +24,7 @@ class RunPaths:
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir
         self.config_path = run_dir / "config.yaml"
+        self.lock_path = run_dir / ".lock"  # held by the one process writing here (runlock)
         self.stages_path = run_dir / "stages.json"
         self.prompts_path = run_dir / "prompts.jsonl"
         self.candidates_path = run_dir / "candidates.jsonl"

@@ -83,9 +83,11 @@ def import_command(
     from harness.console import console
     from harness.importer import import_into_run
     from harness.report.terminal import import_table
+    from harness.runlock import open_run_folder
 
     extra = [f"run_name={run_name}"] if run_name else []
     config = load_config(config_path, [*overrides, *extra])
+    open_run_folder(config.run_dir)
     imported = import_into_run(source, config.run_dir)
     console.print(import_table(imported.kind, imported.counts()))
     console.print(f"imported into {RunPaths(config.run_dir).imported_dir}")

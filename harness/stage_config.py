@@ -62,8 +62,22 @@ class ProposeConfig(StrictModel):
 class VerifyConfig(StrictModel):
     mode: Literal["all", "each", "compact"] = "all"
     reward: Literal["paper", "healthbench", "unweighted"] = "healthbench"
+    score: Literal["hard", "soft"] = Field(
+        "hard",
+        description="hard: a criterion counts its weight when met; soft: its weight x P(yes) "
+        "(expected points), read from the verdict token's logprobs (needs `logprobs` > 0)",
+    )
     min_scored_share: float = Field(0.5, ge=0.0, le=1.0)
-    logprobs: int = Field(5, ge=0, le=20, description="top logprobs for P(yes) in `each` mode")
+    logprobs: int = Field(
+        5, ge=0, le=20, description="top logprobs read for P(yes) in every mode; 0: none"
+    )
+
+    @model_validator(mode="after")
+    def _soft_needs_logprobs(self) -> VerifyConfig:
+        if self.score == "soft" and self.logprobs == 0:
+            raise ValueError("score: soft reads P(yes) from logprobs: set logprobs to 1-20")
+        return self
+
     # Left out of stage fingerprints (`exclude`): it decides whether a stage is done, not what
     # it writes, so changing it reruns nothing that finished.
     max_unscored_share: float = Field(
@@ -205,6 +219,14 @@ class JudgeConfig(StrictModel):
     prompts: str | None = Field(None, description="held-out prompts; default: the run's")
     max_prompts: int | None = Field(None, ge=1)
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% CI")
+    score: Literal["hard", "soft"] = Field(
+        "hard",
+        description="what counts a pair: hard, the two verdicts; soft, P(A better) read from "
+        "the logprobs at the verdict token in each order and averaged, its side of 0.5 the "
+        "preference (the position-debiased judge; needs a backend that gives logprobs)",
+    )
+    logprobs: int = Field(5, ge=1, le=20, description="top logprobs read at the verdict token "
+                          "when score is soft")  # fmt: skip
 
 
 class EvalConfig(StrictModel):

@@ -196,8 +196,8 @@ def stage_judge(run: Run) -> StageResult:
     policy = policy_role_config(config, adapter_rank(run.train_dir, config.train.lora_r))
     prompts = run.judge_prompts()
     judge_config = config.roles.get("judge")
-    inputs = [[p.model_dump() for p in prompts], adapter, policy, judge_config, config.judge,
-              *run.template_files()]  # fmt: skip
+    inputs = [[p.model_dump() for p in prompts], adapter.identity(), policy, judge_config,
+              config.judge, *run.template_files()]  # fmt: skip
 
     def body() -> dict[str, Any]:
         run.pool.enter_group([policy])  # both sides are sampled before the judge starts

@@ -74,10 +74,23 @@ class VerifierRow(Record):
     num_compared: int | None = None
     num_pairs: int | None = None
     num_tail_pairs: int | None = None
+    num_without_p_yes: int | None = None  # scored verdicts whose logprobs gave no P(yes)
+    # the off-topic probe under the profile's `verify.score`, then hard and soft side by side
     off_topic_accuracy: Number | None = None
+    off_topic_ci95: list[Number | None] | None = None
     off_topic_pairs: int | None = None
     off_topic_ties: Number | None = None
     off_topic_unscored: int | None = None
+    off_topic_accuracy_hard: Number | None = None
+    off_topic_ci95_hard: list[Number | None] | None = None
+    off_topic_pairs_hard: int | None = None
+    off_topic_ties_hard: Number | None = None
+    off_topic_unscored_hard: int | None = None
+    off_topic_accuracy_soft: Number | None = None
+    off_topic_ci95_soft: list[Number | None] | None = None
+    off_topic_pairs_soft: int | None = None
+    off_topic_ties_soft: Number | None = None
+    off_topic_unscored_soft: int | None = None
     reference: bool = False
 
 
@@ -111,16 +124,37 @@ class CompareMetrics(Record):
     reference: Reference
     verifiers: list[VerifierRow]
     tail_quantile: Number | None = None
+    score: Literal["hard", "soft"] | None = None  # verify.score of the ranking metrics
     off_topic_per_prompt: int | None = None
     clinicians: Clinicians | None = None  # when clinicians' labels were the reference
 
 
+class HardPairwise(Record):
+    """The hard judge's counts, kept beside the soft ones that a `judge.score: soft` run
+    reports: the same pairs, each counted by its two verdicts."""
+
+    n: int | None = None
+    wins: Number | None = None
+    losses: Number | None = None
+    ties: Number | None = None
+    unscored: int | None = None
+    win_rate: Number | None = None
+    ci95: list[Number | None] | None = None
+
+
 class PairwiseSummary(Record):
-    """judge/summary.json: the win rate of side A over side B, both orders judged."""
+    """judge/summary.json: the win rate of side A over side B, both orders judged. `score`
+        says what counts a pair: "hard" (the two verdicts) or "soft" (the side of 0.5 of P(A)
+        averaged over the orders; the hard counts then under `hard`). `position_flip_rate` is the
+        hard judge's, `soft_position_flip_rate` the soft one's: pairs whose P(A) in the two orders,
+    the judge's mean lean toward the first position (`position_bias`) taken out, do not agree on
+    a side of 0.5 (None: no P(A) read in both orders).
+        A summary from before soft judging has no `score`: it is hard."""
 
     a: str | None = None
     b: str | None = None
     judge: str | None = None
+    score: Literal["hard", "soft"] | None = None
     n: int | None = None
     wins: Number | None = None
     losses: Number | None = None
@@ -129,9 +163,14 @@ class PairwiseSummary(Record):
     win_rate: Number | None = None
     ci95: list[Number | None] | None = None
     position_flip_rate: Number | None = None
+    soft_position_flip_rate: Number | None = None
+    position_bias: Number | None = None  # mean P(the response shown first is better) - 0.5
+    # pairs whose two sides wrote the same text: ties, left out of the flip rates and the bias
+    num_identical: int | None = None
     length_controlled_win_rate: Number | None = None
     mean_length_a: Number | None = None
     mean_length_b: Number | None = None
+    hard: HardPairwise | None = None
 
 
 class StepSplit(Record):
@@ -156,6 +195,9 @@ class TrainSummary(Record):
     step_split: StepSplit | None = None
     resumed_from: int | None = None
     unscored_rewards: int | None = None
+    # the mean over steps of TRL's frac_reward_zero_std: groups in which every completion got
+    # the same reward, so GRPO had no advantage to learn from
+    zero_spread_share: Number | None = None
 
 
 class Checkpoint(Record):
@@ -311,11 +353,42 @@ class RefineRow(Record):
     num_unscored_verdicts: int | None = None
 
 
+class Discrimination(Record):
+    """How many of the reward verifier's criteria told a prompt's candidates apart: a criterion
+    whose hard verdict was the same for every candidate of its prompt cannot, nor, scored soft,
+    one whose P(yes) spans less than 0.1 over them. `score` is the run's `verify.score`, the
+    one the check is made on."""
+
+    num_criteria: int
+    num_constant: int
+    constant_share: Number | None = None
+    num_criteria_soft: int | None = None
+    num_constant_soft: int | None = None
+    constant_share_soft: Number | None = None
+    score: Literal["hard", "soft"] = "hard"
+
+
+class SignalRow(Record):
+    """One line of "Does this run measure anything?": a number, whether it carries signal
+    (`ok`; None where it was not measured), and, when it does not, why and what to change."""
+
+    signal: str
+    subject: str | None = None
+    value: Number | None = None
+    ci95: list[Number | None] | None = None
+    shown: str  # the value as the report prints it
+    ok: bool | None = None
+    why: str | None = None
+    fix: str | None = None
+
+
 class Summary(Record):
     """summary.json: what the report says about a run."""
 
     schema_version: int = SCHEMA_VERSION
     run: RunFacts | None = None
+    signal: list[SignalRow] | None = None
+    discrimination: Discrimination | None = None
     stages: list[StageRow] = Field(default_factory=list)
     unscored: Unscored | None = None
     refine: list[RefineRow] | None = None

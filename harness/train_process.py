@@ -222,15 +222,20 @@ def run_child(
     """Run `command`, passing each line of its output (stdout and stderr) to `show` (default:
     this process's stderr); raise TrainingProcessError with its status and last lines when it
     fails. The child has its own session: an interrupt of this process stops the child and
-    every process it started (its engines) in order, SIGTERM first."""
+    every process it started (its engines) in order, SIGTERM first. Out of this process's
+    group, a kill of the group misses it: the kernel SIGTERMs it when this process ends, and
+    it holds the run folder's lock with this process (`harness.runlock`) until it has ended."""
+    from harness.backends.lifeline import dies_with_this_process
     from harness.backends.processes import stop_group
+    from harness.runlock import held_descriptors
 
     show = show or _to_stderr
     tail: deque[str] = deque(maxlen=tail_lines)
     child = subprocess.Popen(
         list(command), env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=dies_with_this_process(),
+        pass_fds=held_descriptors(),  # the run folder stays locked while the child lives
     )  # fmt: skip
     try:
         assert child.stdout is not None
@@ -333,6 +338,15 @@ def train_launched(config: HarnessConfig, show=None):  # -> TrainResult
             return train_in_child(trainer, paths.train_dir / "trainer-profile.yaml", show)
         finally:  # the training processes wrote their own profile there
             paths.config_path.write_text(dump_config(config), encoding="utf-8")
+
+
+def tie_to_launcher() -> None:
+    """A training process started by a launcher (torch.distributed.run sets LOCAL_RANK) ends
+    with it, SIGKILL included: the launcher ends with the harness in the same way."""
+    if "LOCAL_RANK" in os.environ:
+        from harness.backends.lifeline import die_with_parent
+
+        die_with_parent()
 
 
 def main_process() -> bool:

@@ -43,6 +43,11 @@ class Adapter(Record):
     path: str
     fingerprint: str
 
+    def identity(self) -> dict[str, str]:
+        """What answers with the adapter depend on: its name and weights, not the folder it
+        lies in (a moved run folder keeps its stage fingerprints and cached answers)."""
+        return self.model_dump(exclude={"path"})
+
 
 class ChatRequest(Record):
     """One chat conversation to complete, optionally constrained to a JSON schema."""

@@ -5,14 +5,18 @@ Modes:
   exactly that rubric's criterion ids. The rubric comes before the response, so the requests
   of one prompt's candidates share their prefix (instructions, conversation, rubric).
 - `each`: one request per criterion; conversation and response come first, so the criteria of
-  one candidate share their prefix. Where the backend gives logprobs, the verdict also carries
-  a soft P(yes), renormalised over the two allowed answers (engines report logprobs from
-  before the grammar mask).
+  one candidate share their prefix.
 - `compact`: like `all` (one request per candidate, rubric before the response), but the
   answer is one string of "y"/"n" letters in criterion order under a pattern grammar: one
   token per criterion instead of about nine for the JSON object (`harness bench`: 2-3x the
   criteria per second of `all` on the tiny CPU profile). Letters are matched to criteria by
   position only, so check a real verifier's agreement with `all` before relying on it.
+
+In every mode, where the backend gives logprobs (`verify.logprobs` > 0), each verdict also
+carries a soft P(yes): read at the token where its value begins, renormalised over "yes" and
+"no" (harness.decision; the engines apply the grammar mask first, which leaves that ratio the
+model's own). The hard verdict and P(yes) are recorded side by side; `verify.score: soft`
+rewards by P(yes) (harness.reward).
 
 A verdict that cannot be obtained after the role's bounded retries is unscored (`met=None`)
 with its reason: counted and reported, never "no". When more than `verify.max_unscored_share`
@@ -23,7 +27,8 @@ of a batch is unscored, `check_unscored` stops the stage: it is not done, and a 
 
 from __future__ import annotations
 
-import math
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from harness.config import VerifyConfig
+from harness.decision import probabilities_at, spelled
 from harness.prompts import render
 from harness.roles import Role
 from harness.types import (
@@ -51,12 +57,20 @@ class UnscoredShareError(RuntimeError):
     """Too many unscored verdicts for a stage to count as done."""
 
 
-def check_unscored(verdicts: Sequence[Verdict], max_share: float, where: str) -> None:
-    """Raise UnscoredShareError when the unscored share of `verdicts` passes `max_share`."""
-    unscored = [v for v in verdicts if v.met is None]
+NO_P_YES = "no P(yes): no logprobs at the verdict token (verify.score: soft needs them)"
+
+
+def check_unscored(verdicts: Sequence[Verdict], settings: VerifyConfig, where: str) -> None:
+    """Raise UnscoredShareError when the unscored share of `verdicts` passes the profile's
+    `verify.max_unscored_share`; under `verify.score: soft` a verdict without P(yes) counts as
+    unscored, since the reward cannot use it."""
+    max_share = settings.max_unscored_share
+    soft = settings.score == "soft"
+    unscored = [v for v in verdicts if v.met is None or (soft and v.p_yes is None)]
     if not verdicts or len(unscored) / len(verdicts) <= max_share:
         return
-    reason = unscored[0].unscored_reason or "no verdict"
+    first = unscored[0]
+    reason = first.unscored_reason or (NO_P_YES if first.met is not None else "no verdict")
     raise UnscoredShareError(
         f"{where}: {len(unscored)} of {len(verdicts)} verdicts unscored "
         f"({len(unscored) / len(verdicts):.0%}), more than verify.max_unscored_share "
@@ -96,8 +110,8 @@ def verify(
     """Verdicts for every criterion of every job, in one batch of requests, in the profile's
     `verify:` mode (`settings.logprobs` applies to `each`)."""
     if settings.mode == "each":
-        return _verify_each(role, jobs, templates, settings.logprobs)
-    return _verify_rubric(role, jobs, templates, settings.mode)
+        return _verify_each(role, jobs, templates, settings)
+    return _verify_rubric(role, jobs, templates, settings)
 
 
 @lru_cache(maxsize=256)
@@ -121,45 +135,63 @@ def parse_compact(answer: Any, criterion_ids: Sequence[str]) -> dict[str, str | 
     return {cid: "yes" if letter == "y" else "no" for cid, letter in zip(criterion_ids, answer)}
 
 
-def _verify_rubric(role: Role, jobs: Sequence[Job], templates: Path, mode: str) -> list[Verdict]:
+def _verify_rubric(role: Role, jobs: Sequence[Job], templates: Path, settings: VerifyConfig
+                   ) -> list[Verdict]:  # fmt: skip
     """One request per job with its whole rubric (`all` or `compact`). Requests go out grouped
     by prompt, so those sharing a prefix sit together in the engine's batch."""
+    mode = settings.mode
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].prompt.id, jobs[i].rubric.version))
-    requests = [_rubric_request(role, jobs[i], templates, mode) for i in order]
+    requests = [_rubric_request(role, jobs[i], templates, settings) for i in order]
     answers = role.generate(requests, description=f"verify {mode} ({role.config.label})")
     completions = dict(zip(order, answers))
     verdicts = []
     for i, job in enumerate(jobs):
         ids = tuple(c.id for c in job.rubric.criteria)
-        parsed = completions[i].parsed
-        table = parse_compact(parsed, ids) if mode == "compact" else parsed or {}
+        completion = completions[i]
+        if mode == "compact":
+            table = parse_compact(completion.parsed, ids)
+            soft = soft_compact(completion, ids)
+        else:
+            table = completion.parsed or {}
+            soft = soft_all(completion, ids)
         for cid in ids:
-            verdicts.append(_verdict(job, cid, table.get(cid), completions[i], role))
+            verdicts.append(
+                _verdict(job, cid, table.get(cid), completion, role, p_yes=soft.get(cid))
+            )
     return verdicts
 
 
-def _rubric_request(role: Role, job: Job, templates: Path, mode: str) -> ChatRequest:
+def _verdict_sampling(role: Role, settings: VerifyConfig) -> Any:
+    """The role's sampling, asking for the top logprobs that P(yes) is read from."""
+    sampling = role.config.sampling
+    if settings.logprobs:
+        sampling = sampling.model_copy(update={"logprobs": settings.logprobs})
+    return sampling
+
+
+def _rubric_request(role: Role, job: Job, templates: Path, settings: VerifyConfig) -> ChatRequest:
     ids = tuple(c.id for c in job.rubric.criteria)
     messages = render(
-        f"verify_{mode}",
+        f"verify_{settings.mode}",
         templates,
         prompt=job.prompt.render(),
         criteria=job.rubric.criteria,
         response=job.candidate.text,
     )
+    all_mode = settings.mode == "all"
     return ChatRequest(
         messages=messages,
-        sampling=role.config.sampling,
-        json_schema=verdicts_schema(ids) if mode == "all" else compact_schema(len(ids)),
+        sampling=_verdict_sampling(role, settings),
+        json_schema=verdicts_schema(ids) if all_mode else compact_schema(len(ids)),
         schema_name="verdicts",
         id=job.candidate.id,
     )
 
 
-def _verify_each(role: Role, jobs: Sequence[Job], templates: Path, logprobs: int) -> list[Verdict]:
-    sampling = role.config.sampling
-    if logprobs:
-        sampling = sampling.model_copy(update={"logprobs": logprobs})
+def _verify_each(
+    role: Role, jobs: Sequence[Job], templates: Path, settings: VerifyConfig
+) -> list[Verdict]:
+    sampling = _verdict_sampling(role, settings)
     schema = json_schema_of(SingleVerdict)
     pairs, requests = [], []
     for job in jobs:
@@ -202,34 +234,48 @@ def _verdict(
         rubric_version=job.rubric.version,
         criterion_id=criterion_id,
         met=None if answer is None else answer == "yes",
-        p_yes=p_yes,
+        p_yes=None if answer is None else p_yes,
         verifier=role.config.label,
         unscored_reason=None if answer is not None else (completion.error or "no verdict"),
     )
 
 
-def soft_yes(completion: Completion) -> float | None:
-    """P(yes) at the token that decides the answer, renormalised over "yes" and "no"."""
+# A JSON object key and the opening quote of its string value: `"c3":"` (whitespace allowed)
+_KEY_AND_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"')
+VERDICTS = ("yes", "no")
+
+
+def soft_all(completion: Completion, criterion_ids: Sequence[str]) -> dict[str, float | None]:
+    """criterion id -> P(yes) of an `all` answer (`{"c1":"yes",...}`), each read at the token
+    where that criterion's value begins; empty without a parsed answer or logprobs."""
     if completion.parsed is None or not completion.logprobs:
-        return None
-    text = completion.text
-    value_start = text.index('"', text.index(":")) + 1  # where yes/no begins
-    consumed = ""
-    for token in completion.logprobs:
-        if len(consumed) + len(token.token) > value_start:
-            return _renormalise(consumed, token.top, value_start)
-        consumed += token.token
-    return None
+        return {}
+    starts = {}
+    for match in _KEY_AND_VALUE.finditer(spelled(completion.logprobs)):
+        key = json.loads(f'"{match.group(1)}"')
+        if key in criterion_ids:
+            starts[key] = match.end()
+    return dict(zip(starts, _p_yes(completion, list(starts.values()))))
 
 
-def _renormalise(consumed: str, top: dict[str, float], value_start: int) -> float | None:
-    mass = {"y": 0.0, "n": 0.0}
-    for text, logprob in top.items():
-        first = (consumed + text)[value_start : value_start + 1]
-        if first in mass and not math.isinf(logprob):
-            mass[first] += math.exp(logprob)
-    total = mass["y"] + mass["n"]
-    return mass["y"] / total if total > 0 else None
+def soft_compact(completion: Completion, criterion_ids: Sequence[str]) -> dict[str, float | None]:
+    """criterion id -> P(yes) of a `compact` answer (`"ynny"`), letter k read at its offset.
+    A token that holds several letters is read at each of them from its top alternatives."""
+    if completion.parsed is None or not completion.logprobs:
+        return {}
+    first = spelled(completion.logprobs).find('"') + 1
+    offsets = [first + k for k in range(len(criterion_ids))]
+    return dict(zip(criterion_ids, _p_yes(completion, offsets)))
+
+
+def soft_yes(completion: Completion) -> float | None:
+    """P(yes) of an `each` answer (`{"answer":"yes"}`), renormalised over "yes" and "no"."""
+    return soft_all(completion, ["answer"]).get("answer")
+
+
+def _p_yes(completion: Completion, starts: Sequence[int]) -> list[float | None]:
+    read = probabilities_at(completion.logprobs or (), starts, VERDICTS)
+    return [None if probabilities is None else probabilities["yes"] for probabilities in read]
 
 
 def met_by_candidate(verdicts: Sequence[Verdict]) -> dict[str, dict[str, bool | None]]:
@@ -237,4 +283,12 @@ def met_by_candidate(verdicts: Sequence[Verdict]) -> dict[str, dict[str, bool | 
     table: dict[str, dict[str, Any]] = {}
     for verdict in verdicts:
         table.setdefault(verdict.candidate_id, {})[verdict.criterion_id] = verdict.met
+    return table
+
+
+def p_yes_by_candidate(verdicts: Sequence[Verdict]) -> dict[str, dict[str, float | None]]:
+    """candidate id -> criterion id -> P(yes), for soft scoring (None: no usable P(yes))."""
+    table: dict[str, dict[str, Any]] = {}
+    for verdict in verdicts:
+        table.setdefault(verdict.candidate_id, {})[verdict.criterion_id] = verdict.p_yes
     return table

@@ -18,7 +18,7 @@ import pytest
 
 from harness.backends.base import BackendGone, RunContext
 from harness.backends.cache import CachedBackend, CompletionCache
-from harness.backends.openai_api import GONE_AFTER, OpenAIBackend
+from harness.backends.openai_api import GONE_AFTER, RECONNECTS, OpenAIBackend
 from harness.backends.scripted import synthetic_replies
 from harness.config import RoleConfig, load_config
 from harness.evaluation import run_through
@@ -119,6 +119,31 @@ def test_every_connection_dropped_while_the_port_listens_is_gone(tmp_path):
         with backend, pytest.raises(BackendGone, match=gone):
             backend.generate(verdict_requests(3 * GONE_AFTER))
     assert len(server.requests) < 3 * GONE_AFTER
+
+
+def test_a_dropped_connection_on_a_live_endpoint_is_sent_again_at_once(tmp_path):
+    def drop_the_first(body: dict) -> str | None:
+        # no answer, as from a server closing a keep-alive connection as the request arrives
+        return yes_to_everything(body) if len(server.requests) > 1 else None
+
+    with FakeOpenAIServer(drop_the_first) as server:
+        config = openai_config(server.port, concurrency=1)  # max_attempts 1: no role retry
+        with OpenAIBackend("verifier", config, RunContext(run_dir=tmp_path)) as backend:
+            completions = backend.generate(verdict_requests(3))
+            assert backend._failures_in_a_row == 0  # not a step toward "gone"
+    assert [c.error for c in completions] == [None] * 3
+    assert len(server.requests) == 4
+
+
+def test_reconnects_stop_once_the_endpoint_has_failed(tmp_path):
+    """After a request failed every reconnect, the next ones are not sent again at once: an
+    endpoint that drops every connection is gone after about GONE_AFTER requests."""
+    with FakeOpenAIServer(lambda body: None) as server:
+        config = openai_config(server.port, concurrency=1)
+        backend = OpenAIBackend("verifier", config, RunContext(run_dir=tmp_path))
+        with backend, pytest.raises(BackendGone, match=f"{GONE_AFTER} requests in a row"):
+            backend.generate(verdict_requests(3 * GONE_AFTER))
+    assert len(server.requests) == GONE_AFTER + RECONNECTS
 
 
 def test_synthetic_replies_are_valid_and_repeatable():

@@ -16,11 +16,16 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_profile_runs_real_packaged_models_with_a_random_floor():
     config = load_config(DEFAULT_PROFILE)
     assert config.offline is True
-    assert [v.label for v in config.roles.verifier] == ["smollm2-135m", "tiny-s", "gemma3-270m"]
-    for role in ("policy", "proposer", "verifier", "judge"):
-        assert config.roles.get(role).model == "smollm2-135m"
+    qwen = "qwen2.5-coder-0.5b"
+    assert [v.label for v in config.roles.verifier] == [qwen, "tiny-s", "smollm2-135m",
+                                                         "gemma3-270m"]  # fmt: skip
+    for role in ("proposer", "verifier", "judge"):
+        assert config.roles.get(role).model == qwen
+    assert config.roles.get("policy").model == "smollm2-135m"
     assert [m.model for m in config.rollout_models()] == ["smollm2-135m", "gemma3-270m"]
-    assert config.compare.reference == "gemma3-270m"
+    assert config.compare.reference == config.train.verifier == qwen
+    # scored by P(yes) and P(A), where the signal of these small models is
+    assert (config.verify.mode, config.verify.score, config.judge.score) == ("each", "soft", "soft")
 
 
 def test_tiny_profile_maps_every_role_to_a_tiny_local_model():

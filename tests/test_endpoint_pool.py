@@ -153,6 +153,24 @@ def test_an_endpoint_rejoins_when_it_answers_again(servers, context):
     assert victim.received - received >= 3  # back in rotation
 
 
+def test_a_dropped_connection_does_not_take_an_endpoint_out(servers, context):
+    dropped: list[int] = []
+
+    def drop_one(body: dict[str, Any]) -> str | None:
+        if not dropped:
+            dropped.append(1)
+            return None  # as a keep-alive connection closed just as the request arrives
+        return yes_to_everything(body)
+
+    servers[0].reply = drop_one
+    with pool_backend(servers, context, max_attempts=1) as backend:
+        completions = backend.generate(verdict_requests(12))
+        stats = by_url(backend)
+    assert dropped and [c.error for c in completions] == [None] * 12
+    assert all(r["taken_out"] == r["failed"] == r["moved"] == 0 for r in stats.values())
+    assert sum(r["answered"] for r in stats.values()) == 12
+
+
 def test_every_endpoint_down_stops_with_the_answers_so_far(servers, context):
     config_fields = {"failover_wait_s": 0.5, "concurrency": 1}
     backend = pool_backend(servers[:2], context, **config_fields)

@@ -4,6 +4,7 @@ The files here are small GGUFs written with the `gguf` package itself."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from dataclasses import replace
@@ -100,12 +101,17 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path: Path):
     ]
 
 
-def test_manifest_names_both_packaged_models_with_license_and_source():
+def test_manifest_names_the_packaged_models_with_license_and_source():
     entries = {e.name: e for e in packaged_entries()}
-    assert set(entries) == {"smollm2-135m", "gemma3-270m"}
+    assert set(entries) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"}
     assert entries["smollm2-135m"].license == "Apache-2.0"
     assert entries["gemma3-270m"].license.startswith("Gemma Terms of Use")
     assert entries["gemma3-270m"].package.chat_template == "models/templates/gemma-turns.jinja"
+    qwen = entries["qwen2.5-coder-0.5b"]
+    # odd package names and no license in the wheels: the entry says what the file is
+    assert qwen.license.startswith("Apache-2.0") and "no license of their own" in qwen.license
+    assert qwen.source.startswith("Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    assert len(qwen.package.files) == 6 and qwen.package.file_name.endswith(".gguf")
     assert all("PyPI" in e.source for e in entries.values())
     hub_models = [e for e in load_manifest() if e.package is None]
     assert hub_models and all(e.license for e in hub_models)
@@ -123,6 +129,16 @@ def test_package_parts_are_checked_against_the_sha256(tmp_path: Path):
     with pytest.raises(GGUFImportError, match="has sha256"), assembled_gguf(bad, tmp_path):
         pass
     assert list(tmp_path.iterdir()) == [], "the assembled file is removed"
+
+
+def test_joined_parts_take_the_manifest_file_name(tmp_path: Path):
+    entry = next(e for e in load_manifest() if e.package is not None)
+    parts = ("gguf:gguf/__init__.py", "gguf:gguf/constants.py")
+    joined = b"".join(part_path(spec).read_bytes() for spec in parts)
+    named = PackageSource(files=parts, sha256=hashlib.sha256(joined).hexdigest(),
+                          file_name="model-q4_k_m.gguf")  # fmt: skip
+    with assembled_gguf(replace(entry, package=named), tmp_path) as whole:
+        assert whole.name == "model-q4_k_m.gguf" and whole.read_bytes() == joined
 
 
 def test_missing_package_names_the_install_command():

@@ -105,6 +105,9 @@ def test_a_keyboard_interrupt_without_a_handler_run_counts_as_ctrl_c(capsys, exc
     with pytest.raises(SystemExit) as stop, stop_on_signals(ARGV):
         raise exc
     assert stop.value.code == 130
+    # deaf until the exit, as after a signal of its own (no handler put back on the way out)
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
 
 
 def test_resume_command():
@@ -140,3 +143,39 @@ def test_the_cli_exits_143_on_sigterm_with_one_line(tmp_path):
     assert "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.strip()]
     assert line == "interrupted (SIGTERM): engines and servers stopped; resume with: -c wait"
+
+
+# Ctrl-C lands while exec() runs code built from a string (dataclasses, namedtuples: as when an
+# import is under way); the harness is started as `python -m`, as the tests and the train stage
+# start it.
+EXEC_INTERRUPTED = """
+import harness.cli as cli
+
+def main(standalone_mode):
+    exec("import time\\nprint('waiting', flush=True)\\nfor _ in range(600):\\n    time.sleep(0.1)")
+
+cli.main = main
+cli.run()
+"""
+
+
+@pytest.mark.integration  # a subprocess harness run
+def test_ctrl_c_inside_code_run_by_exec_still_exits_130(tmp_path):
+    """CPython remembers a KeyboardInterrupt that left code exec() ran from a string and, under
+    `python -m`, kills itself by SIGINT at the very end (exit -2) unless the exit bypasses it."""
+    (tmp_path / "exec_interrupted.py").write_text(EXEC_INTERRUPTED)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exec_interrupted", "rollouts"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert process.stdout.readline().strip() == "waiting"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.strip()]
+    assert line.startswith("interrupted (SIGINT): ")

@@ -16,7 +16,10 @@ from harness.metrics import (
     pair_outcome,
     pairwise_accuracy,
     percentile,
+    position_bias,
     position_flip_rate,
+    soft_pair_outcome,
+    soft_position_flip_rate,
     spearman,
     summarise_pairs,
     within_prompt_spearman,
@@ -179,6 +182,55 @@ def test_summarise_pairs_counts_and_rates():
     # Pair 2 becomes a win: outcomes 1, 1, 0, 1, 0.5, win rate 3.5 / 5.
     assert (first["wins"], first["losses"], first["ties"]) == (3, 1, 1)
     assert first["win_rate"] == pytest.approx(0.7)
+
+
+def softly(first_p_a, second_p_a, first="a", second="a", length_a=100, length_b=100):
+    return JudgedPair("p", first, second, length_a, length_b, first_p_a, second_p_a)
+
+
+@pytest.mark.parametrize(
+    ("first_p_a", "second_p_a", "outcome", "flipped"),
+    [
+        # one pair: its own lean is taken out of both orders, which leaves its mean in each
+        (0.8, 0.7, 1.0, False),
+        (0.2, 0.4, 0.0, False),
+        (0.9, 0.1, 0.5, True),  # a judge that only prefers position 1: a tie, which flips
+        (0.3, 0.7 + 1e-12, 0.5, True),  # rounding does not decide it
+        (0.8, 0.4, 1.0, False),  # a position bias the mean sees through
+        (None, 0.3, 0.0, None),  # one order read: that order's
+        (0.6, None, 1.0, None),
+        (None, None, None, None),  # unscored, never a loss
+    ],
+)
+def test_soft_pair_outcome_and_flip(first_p_a, second_p_a, outcome, flipped):
+    pair = softly(first_p_a, second_p_a)
+    assert soft_pair_outcome(pair) == outcome
+    expected_rate = None if flipped is None else float(flipped)
+    assert soft_position_flip_rate([pair]) == expected_rate
+
+
+def test_summarise_pairs_soft_keeps_the_hard_counts_beside():
+    pairs = [
+        softly(0.8, 0.4, "a", "b"),  # hard: a tie (the orders disagree); soft: A
+        softly(0.9, 0.1, "a", "b"),  # a tie both ways
+        softly(0.3, 0.2, "b", "b"),  # B both ways
+        softly(None, None, "a", "a"),  # no P(A): unscored soft, a hard win
+    ]
+    summary = summarise_pairs(pairs, num_resamples=200, score="soft")
+    assert summary["score"] == "soft"
+    assert (summary["n"], summary["unscored"]) == (3, 1)
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (1, 1, 1)
+    assert summary["win_rate"] == pytest.approx(0.5)
+    assert summary["position_flip_rate"] == 0.5
+    # the lean toward position 1, (0.4 + 0.8 + 0.1) / 2 / 3, out of each order: the first
+    # pair says A in both (0.58, 0.62), the third B (0.08, 0.42), the second flips
+    assert summary["position_bias"] == pytest.approx(1.3 / 6)
+    assert summary["soft_position_flip_rate"] == pytest.approx(1 / 3)
+    hard = summary["hard"]
+    assert (hard["n"], hard["wins"], hard["ties"], hard["losses"]) == (4, 1, 2, 1)
+    assert hard["win_rate"] == pytest.approx(0.5)
+    assert "hard" not in summarise_pairs(pairs, num_resamples=200)
+    json.dumps(summary)
 
 
 def test_summarise_pairs_with_nothing_scored():
@@ -380,3 +432,25 @@ def test_percentile_interpolates_linearly():
     assert percentile([], 50) is None
     with pytest.raises(ValueError):
         percentile([1.0], 101)
+
+
+def test_the_soft_flip_rate_takes_out_the_lean_the_judge_has_on_every_pair():
+    # every pair read 0.2 more for whichever response comes first; two prefer A, one B
+    pairs = [softly(0.9, 0.5), softly(0.8, 0.4), softly(0.4, 0.0)]
+    assert position_bias(pairs) == pytest.approx(0.2)
+    assert soft_position_flip_rate(pairs) == 0.0  # raw, each pair's orders disagree
+    # a judge with no preference of its own: the same lean, P(A) 0.5 once it is out
+    assert soft_position_flip_rate([softly(0.7, 0.3), softly(0.7, 0.3)]) == 1.0
+
+
+def test_identical_texts_are_ties_and_stay_out_of_the_flip_rates():
+    same = JudgedPair("p", "a", "b", 10, 10, 0.62, 0.37, identical=True)
+    differing = [softly(0.8, 0.5, "a", "a"), softly(0.7, 0.45, "a", "b")]
+    summary = summarise_pairs([same, *differing], num_resamples=200, score="soft")
+    assert summary["num_identical"] == 1
+    assert (summary["wins"], summary["ties"]) == (2, 1)  # the identical pair: a tie
+    assert summary["position_flip_rate"] == 0.5  # over the two pairs that differ
+    assert summary["position_bias"] == pytest.approx((0.3 + 0.25) / 4)
+    everything_same = summarise_pairs([same], num_resamples=200, score="soft")
+    assert everything_same["position_flip_rate"] is None
+    assert everything_same["soft_position_flip_rate"] is None

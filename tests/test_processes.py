@@ -120,7 +120,7 @@ def test_stop_processes_stops_the_living_and_skips_the_gone():
 @pytest.mark.parametrize(
     ("cpus", "taken", "expected"),
     [
-        ([0, 1], [], "auto"),  # alone on the machine (or with this run's engines): vLLM's choice
+        ([0, 1], [], "0-1"),  # alone on the machine (or with this run's engines): every core
         ([0, 1], [0], "1"),  # another run's engine is pinned to core 0, as vLLM's auto does
         ([0, 1], [1], "0"),
         ([0, 1], [0, 1], "nobind"),  # no core left: the kernel shares them
@@ -128,7 +128,7 @@ def test_stop_processes_stops_the_living_and_skips_the_gone():
         (list(range(8)), [0, 1, 2], "3-7"),
         (list(range(8)), [2, 5], "0-1,3-4,6-7"),
         ([0, 2, 4, 6], [0, 1], "2,4,6"),  # cores this process may use, not 0..n-1
-        ([0, 1], [5, 6], "auto"),  # pinned outside this process's cores: no concern
+        ([0, 1], [5, 6], "0-1"),  # pinned outside this process's cores: no concern
         ([3, 1, 2, 0], [0], "1-3"),
     ],
 )
@@ -147,7 +147,7 @@ def cpu_build(monkeypatch):
 @pytest.mark.parametrize(
     ("taken", "expected"),
     [
-        (set(), {BIND_VARIABLE: "auto"}),
+        (set(), {BIND_VARIABLE: "0-3"}),
         ({0, 1, 2}, {BIND_VARIABLE: "3"}),
         ({0, 1, 2, 3}, {BIND_VARIABLE: "nobind", "OMP_NUM_THREADS": "2"}),
     ],
@@ -192,7 +192,7 @@ def test_cores_pinned_by_another_runs_engine_are_seen():
             time.sleep(0.1)
         assert pinned_worker in processes.foreign_vllm_processes()
         assert other_program not in processes.foreign_vllm_processes()
-        assert omp_threads_bind(cpus, processes.pinned_by_other_runs(cpus)) != "auto"
+        assert omp_threads_bind(cpus, processes.pinned_by_other_runs(cpus)) != _all(cpus)
     finally:
         for pid in (pinned_worker, other_program):
             os.kill(pid, signal.SIGKILL)
@@ -256,3 +256,7 @@ def test_an_interrupt_while_the_engine_starts_stops_its_processes(ctrl_c_raises)
         start_shielded(slow_build)
     assert time.monotonic() - began < 10
     assert not running(started[0].pid)  # killed (and reaped: multiprocessing cannot tell)
+
+
+def _all(cpus: list[int]) -> str:
+    return f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 else str(cpus[0])

@@ -15,6 +15,7 @@ from rich.console import Console
 from harness.report import pick_verifier, print_summary, write_report
 from harness.summary_schema import (
     Checkpoint,
+    HardPairwise,
     Machine,
     MonteCarlo,
     Overoptimization,
@@ -34,6 +35,7 @@ from harness.summary_schema import (
 )
 
 SECTIONS = [
+    "Does this run measure anything?",
     "At a glance",
     "Stages",
     "Grading",
@@ -475,3 +477,31 @@ def test_print_summary_minimal_and_markup_safe() -> None:
     assert "None" not in out
     assert "[bold red]rollouts[/]" in out
     assert "Pairwise judge: Stage off" in out and "Refinement: Not run" in out
+
+
+def test_a_soft_judge_shows_the_hard_counts_and_both_flip_rates(tmp_path: Path) -> None:
+    summary = full_summary(tmp_path)
+    hard = HardPairwise(n=200, wins=40, ties=150, losses=10, unscored=2, win_rate=0.575,
+                        ci95=[0.55, 0.6])  # fmt: skip
+    summary.pairwise = summary.pairwise.model_copy(
+        update={"score": "soft", "soft_position_flip_rate": 0.25, "hard": hard}
+    )
+    markdown = text_of(write_report(tmp_path, summary), "markdown")
+    for row in ("| scored by | soft: P(A) averaged over both orders |",
+                "| hard verdicts: win rate of A (95% CI) | 57.5% (55.0–60.0%) |",
+                "| hard verdicts: wins / ties / losses | 40 / 150 / 10 |",
+                "| position flip rate, hard verdicts | 14.5% |",
+                "| position flip rate, soft P(A) (lean taken out) | 25.0% |"):  # fmt: skip
+        assert row in markdown
+    assert "Scored soft:" in markdown
+    console = Console(record=True, width=120)
+    print_summary(summary, console)
+    out = console.export_text()
+    assert "position flip rate, soft P(A)" in out and "25.0%" in out
+
+
+def test_a_hard_judge_keeps_its_one_flip_rate(full) -> None:
+    _, _, paths = full
+    markdown = text_of(paths, "markdown")
+    assert "| position flip rate | 14.5% |" in markdown
+    assert "soft P(A)" not in markdown and "Scored soft" not in markdown

@@ -2,9 +2,10 @@
 
 import pytest
 
-from harness.config import ConfigError
-from harness.reward import raw_points, score
-from harness.types import Criterion
+from harness.config import ConfigError, VerifyConfig
+from harness.reward import raw_points, rewards, score
+from harness.types import Candidate, Criterion, Prompt, Rubric, Verdict
+from harness.verifier import Job
 
 
 def rubric(*weights):
@@ -64,3 +65,47 @@ def test_raw_points_rank_like_the_normalised_reward():
     a, b = {"c1": True, "c2": False, "c3": True}, {"c1": False, "c2": True, "c3": True}
     assert raw_points(criteria, a) == 4 and raw_points(criteria, b) == 3
     assert score(criteria, a) > score(criteria, b)
+
+
+@pytest.mark.parametrize(
+    ("weights", "p_yes", "form", "expected"),
+    [
+        # expected points: each criterion counts its weight x P(yes)
+        ((3, 2, 1), (0.9, 0.5, 0.0), "paper", (2.7 + 1.0) / 6),
+        ((3, 2, 1), (1.0, 0.0, 1.0), "healthbench", 4 / 6),  # certain: the hard reward
+        # a penalty counts its expected penalty, and the sum is clipped as a hard one is
+        ((5, 3, -4), (1.0, 1.0, 0.25), "healthbench", (8 - 1) / 8),
+        ((5, 3, -10), (0.2, 0.2, 0.9), "healthbench", 0.0),
+        # unweighted: a penalty is satisfied with probability 1 - P(yes)
+        ((5, 3, -4), (0.5, 1.0, 0.25), "unweighted", (0.5 + 1.0 + 0.75) / 3),
+    ],
+)
+def test_soft_reward_is_expected_points(weights, p_yes, form, expected):
+    criteria = rubric(*weights)
+    assert score(criteria, dict(zip([c.id for c in criteria], p_yes)), form) == pytest.approx(
+        expected
+    )
+
+
+def test_soft_scoring_leaves_a_verdict_without_p_yes_unscored():
+    criteria = rubric(3, 2, 1)
+    prompt = Prompt(id="p", prompt="q")
+    job = Job(prompt, Candidate(id="a", prompt_id="p", text="t", model="m"),
+              Rubric(prompt_id="p", criteria=tuple(criteria)))  # fmt: skip
+
+    def verdict(cid, met, p_yes):
+        return Verdict(prompt_id="p", candidate_id="a", rubric_version=0, criterion_id=cid,
+                       met=met, p_yes=p_yes, verifier="v")  # fmt: skip
+
+    verdicts = [verdict("c1", True, 0.8), verdict("c2", False, None), verdict("c3", True, 0.6)]
+    hard, soft = (VerifyConfig(score=s) for s in ("hard", "soft"))
+    assert rewards([job], verdicts, hard) == [pytest.approx(4 / 6)]
+    # c2 has no P(yes): left out under soft, never counted as 0 (3 x 0.8 + 1 x 0.6 over 4)
+    assert rewards([job], verdicts, soft) == [pytest.approx(3.0 / 4)]
+    without = [verdict(c, True, None) for c in ("c1", "c2", "c3")]
+    assert rewards([job], without, soft) == [None]
+
+
+def test_soft_scoring_needs_logprobs():
+    with pytest.raises(ValueError, match="logprobs"):
+        VerifyConfig(score="soft", logprobs=0)

@@ -34,6 +34,8 @@ def cache_key(
     value of those renders another prompt, whereas a request whose variables its template
     never reads keeps the key it had without them."""
     dumped = request.model_dump(mode="json", exclude={"id", "chat_template_kwargs"})
+    if request.adapter is not None:  # by its weights: a moved run folder keeps its answers
+        dumped["adapter"] = request.adapter.identity()
     kwargs = request.chat_template_kwargs or {}
     if read := {k: v for k, v in kwargs.items() if template_reads(k)}:
         dumped["chat_template_kwargs"] = read

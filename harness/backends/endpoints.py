@@ -5,7 +5,9 @@ goes to the endpoint in rotation with the fewest requests outstanding (ties: the
 fewest), at most `concurrency` at a time per endpoint (the thread pool holds concurrency x
 endpoints). A request that fails on an endpoint by a connection error, a timeout
 (`request_timeout_s`) or a 5xx takes that endpoint out of rotation and is re-sent at once on
-another endpoint, at most once per endpoint; a request that fails on every endpoint comes back
+another endpoint, at most once per endpoint (a connection error on an endpoint in rotation is
+first sent again at once on that endpoint, as for one endpoint: a closed keep-alive connection
+does not take it out); a request that fails on every endpoint comes back
 as a failed completion (the role's own retries apply; in the end it is unscored, never "no").
 A 4xx is the request's own error: it is not re-sent elsewhere and the endpoint stays in.
 
@@ -39,6 +41,7 @@ from harness.backends.openai_api import (
     endpoint_fault,
     refuses_the_client,
     request_error,
+    send,
 )
 from harness.config import RoleConfig
 from harness.metrics import percentile
@@ -243,7 +246,8 @@ class EndpointPoolBackend(OpenAIBackend):
         import openai
 
         try:
-            response = endpoint.client.chat.completions.create(**self._arguments(request))
+            arguments = self._arguments(request)
+            response = send(endpoint.client, arguments, live=lambda: endpoint.out_reason is None)
         except openai.OpenAIError as exc:
             if refuses_the_client(exc):
                 self.pool.answered(endpoint, None)

@@ -11,6 +11,9 @@ A loopback endpoint is reached without any proxy from the environment, offline o
 request that fails is that request's error (unscored downstream); an endpoint that is gone
 (connection refused while probing a loopback port, or `GONE_AFTER` connection failures in a
 row with no answer between) raises `BackendGone` instead, with the answers obtained so far.
+A connection error on a live endpoint (its last request was answered) is sent again at once,
+up to `RECONNECTS` times, before it counts: a keep-alive connection the server closed between
+requests is no failure of the endpoint.
 
 A `base_url` that lists several endpoints makes the role an endpoint pool
 (`harness.backends.endpoints.EndpointPoolBackend`, chosen by `create_backend` for two or more):
@@ -24,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 from urllib.parse import urlparse
@@ -41,7 +44,11 @@ from harness.config import RoleConfig
 from harness.offline import check_endpoint, is_loopback_url
 from harness.types import ChatRequest, Completion, TokenLogprob, failed_completion
 
-GONE_AFTER = 8  # connection failures in a row (each after the client's own retries)
+GONE_AFTER = 8  # connection failures in a row (each after its immediate reconnects)
+# The client does not retry (`max_retries=0`), so a request sent on a pooled connection that
+# the server has just closed (a keep-alive race) fails with no answer; sending it again opens a
+# fresh connection.
+RECONNECTS = 2
 
 
 class OpenAIBackend(Backend):
@@ -113,6 +120,11 @@ class OpenAIBackend(Backend):
             self._gone = f"role {self.role!r} at {self.base_url}: {reason}; rerun to resume"
             raise BackendGone(self._gone)
 
+    def _live(self) -> bool:
+        """Whether the last request that ended was answered (no connection failure since)."""
+        with self._lock:
+            return self._failures_in_a_row == 0
+
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "base_url": self.base_url, "served": self.model_name}
 
@@ -154,7 +166,7 @@ class OpenAIBackend(Backend):
             raise BackendGone(self._gone)
         started = time.perf_counter()
         try:
-            response = self.client.chat.completions.create(**self._arguments(request))
+            response = send(self.client, self._arguments(request), live=self._live)
         except openai.OpenAIError as exc:
             if refuses_the_client(exc):
                 raise BackendError(f"role {self.role!r} at {self.base_url}: {exc}") from exc
@@ -209,6 +221,22 @@ class OpenAIBackend(Backend):
         if client is not None:
             client.close()
             self.client = None
+
+
+def send(client: Any, arguments: dict[str, Any], live: Callable[[], bool]) -> Any:
+    """The chat completion for `arguments`; a connection error is sent again at once, at most
+    `RECONNECTS` times, while `live()` says the endpoint answered last. A timeout is never
+    sent again here: it already cost `request_timeout_s`."""
+    import openai
+
+    reconnects = 0
+    while True:
+        try:
+            return client.chat.completions.create(**arguments)
+        except openai.APIConnectionError as exc:
+            if timed_out(exc) or reconnects == RECONNECTS or not live():
+                raise
+            reconnects += 1
 
 
 def refuses_the_client(error: Exception) -> bool:

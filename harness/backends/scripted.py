@@ -1,17 +1,19 @@
 """A deterministic backend for unit tests of orchestration logic.
 
 Replies come from a list (in call order, cycling), a mapping (keyed by the last user message),
-a function of the request (returning None simulates a failed request), or a built-in rule
-(`rule: keyword` or `rule: synthetic`, usable from a profile, so CLI runs can be tested with no
-model); `delay_s` slows each request down. Every request is recorded in `calls`. Replies are
-checked against the request's schema unless `validate=False`, so a test script cannot silently
-feed answers a constrained engine could never give.
+a function of the request (returning None simulates a failed request; returning a
+`Completion` gives its text with whatever else it carries, such as logprobs), or a built-in
+rule (`rule: keyword`, `synthetic` or `blind`, usable from a profile, so CLI runs can be
+tested with no model); `delay_s` slows each request down. Every request is recorded in
+`calls`. Replies are checked against the request's schema unless `validate=False`, so a test
+script cannot silently feed answers a constrained engine could never give.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +22,9 @@ import jsonschema
 
 from harness.backends.base import Advance, Backend, Capabilities, RunContext
 from harness.config import RoleConfig
-from harness.types import ChatRequest, Completion, failed_completion
+from harness.types import ChatRequest, Completion, TokenLogprob, failed_completion
 
-Script = list[str] | dict[str, str] | Callable[[ChatRequest], str | None]
+Script = list[str] | dict[str, str] | Callable[[ChatRequest], str | Completion | None]
 KEYWORD = re.compile(r'contains the (?:word|letter) "([^"]+)"', re.IGNORECASE)
 
 
@@ -63,9 +65,50 @@ def synthetic_replies(request: ChatRequest) -> str | None:
     return None
 
 
-RULES: dict[str, Callable[[ChatRequest], str | None]] = {
+BLIND_P = 0.9  # how sure the blind model is of its one answer
+
+
+def blind_replies(request: ChatRequest) -> str | Completion | None:
+    """A model that answers without reading: every verdict "yes" and every judgement "the
+    first response", each with P = 0.9 in its logprobs; a rubric and free text as
+    `synthetic`. Every check of "does this run measure anything?" fails on it."""
+    if request.schema_name == "verdicts" and request.json_schema.get("type") == "object":
+        ids = list(request.json_schema["properties"])
+        return _sure(json.dumps(dict.fromkeys(ids, "yes"), separators=(",", ":")), "no")
+    if request.schema_name == "verdicts":  # compact: `^[yn]{N}$`, one letter per criterion
+        num_criteria = int(re.search(r"\{(\d+)\}", request.json_schema["pattern"]).group(1))
+        return _sure_letters(num_criteria)
+    if request.schema_name == "verdict":
+        return _sure('{"answer":"yes"}', "no")
+    if request.schema_name == "judgement":
+        return _sure('{"verdict":"1"}', "2")
+    return synthetic_replies(request)
+
+
+def _sure(text: str, other: str) -> Completion:
+    """`text` with a logprob for each character, every string value's first character
+    chosen with P = BLIND_P against `other`'s first character."""
+    tokens, inside = [], False
+    for index, char in enumerate(text):
+        decides = inside and text[index - 1] == '"'
+        top = {char: math.log(BLIND_P), other[0]: math.log(1 - BLIND_P)} if decides else {}
+        tokens.append(TokenLogprob(token=char, logprob=top.get(char, 0.0), top=top))
+        inside = (not inside) if char == '"' else inside
+    return Completion(text=text, logprobs=tuple(tokens))
+
+
+def _sure_letters(num_criteria: int) -> Completion:
+    letter = TokenLogprob(token="y", logprob=math.log(BLIND_P),
+                          top={"y": math.log(BLIND_P), "n": math.log(1 - BLIND_P)})  # fmt: skip
+    quote = TokenLogprob(token='"', logprob=0.0, top={})
+    return Completion(text=f'"{"y" * num_criteria}"',
+                      logprobs=(quote, *[letter] * num_criteria, quote))  # fmt: skip
+
+
+RULES: dict[str, Callable[[ChatRequest], str | Completion | None]] = {
     "keyword": keyword_verdicts,
     "synthetic": synthetic_replies,
+    "blind": blind_replies,
 }
 
 
@@ -100,7 +143,7 @@ class ScriptedBackend(Backend):
             advance(len(requests))
         return completions
 
-    def _reply(self, request: ChatRequest) -> str | None:
+    def _reply(self, request: ChatRequest) -> str | Completion | None:
         if callable(self.script):
             return self.script(request)
         if isinstance(self.script, dict):
@@ -116,12 +159,16 @@ class ScriptedBackend(Backend):
         self.calls.append(request)
         if reply is None:
             return failed_completion(self.config.model, "scripted backend has no reply")
+        text = reply.text if isinstance(reply, Completion) else reply
         if self.validate and request.json_schema is not None:
-            jsonschema.validate(json.loads(reply), request.json_schema)
-        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
-        return Completion(
-            text=reply,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(reply.split()),
-            model=self.config.model,
-        )
+            jsonschema.validate(json.loads(text), request.json_schema)
+        counts = {
+            "prompt_tokens": sum(len(m.content.split()) for m in request.messages),
+            "completion_tokens": len(text.split()),
+            "model": self.config.model,
+        }
+        if isinstance(reply, Completion):  # counts and model only where it has none
+            return reply.model_copy(
+                update={k: v for k, v in counts.items() if not getattr(reply, k)}
+            )
+        return Completion(text=text, **counts)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from harness.backends import shm
+from harness.backends import lifeline, shm
 from harness.backends.base import (
     Advance,
     Backend,
@@ -143,6 +143,7 @@ def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
 
     # started later, the resource tracker would unblock the signals of the thread starting it
     multiprocessing.resource_tracker.ensure_running()
+    lifeline.ensure_running()  # before taking stock: it is no engine process
     before, outcome = _children(), {}
 
     def target() -> None:
@@ -154,9 +155,11 @@ def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
 
     thread = threading.Thread(target=target, name="vllm-engine-start", daemon=True)
     thread.start()
+    tied: set[int] = set()
     try:
         while thread.is_alive():
             thread.join(0.5)
+            tied |= _tie_new_children(before, tied)  # as they start: a kill may come at once
     except BaseException:
         started = [p for pid, p in _children().items() if pid not in before]
         ledger = shm.record([p.pid for p in started]) if started else None
@@ -169,7 +172,16 @@ def start_shielded(build: Callable[[], T]) -> tuple[T, list[Any]]:
         raise
     if "error" in outcome:
         raise outcome["error"]
+    _tie_new_children(before, tied)
     return outcome["value"], [p for pid, p in _children().items() if pid not in before]
+
+
+def _tie_new_children(before: dict[int, Any], tied: set[int]) -> set[int]:
+    """Tie the engine processes started since `before` and not `tied` yet to this process
+    (vLLM's engine processes would outlive a SIGKILL of the harness); their pids."""
+    new = [pid for pid in _children() if pid not in before and pid not in tied]
+    lifeline.tie_to_this_process(new)
+    return set(new)
 
 
 class _ProgressBridge(tqdm):  # type: ignore[type-arg]

@@ -26,12 +26,14 @@ class ModelNotFoundError(LookupError):
 @dataclass(frozen=True)
 class PackageSource:
     """Where a packaged model's GGUF lies: `distribution:path` parts inside installed PyPI
-    packages, concatenated in order, and the sha256 of the whole file."""
+    packages, concatenated in order, and the sha256 of the whole file. `file_name` names the
+    joined file (in its provenance) where the parts' names do not say it."""
 
     files: tuple[str, ...]
     sha256: str
     chat_template: str | None = None
     stop_tokens: tuple[str, ...] = ()
+    file_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def _entry(item: dict) -> ManifestEntry:
             sha256=package["sha256"],
             chat_template=package.get("chat_template"),
             stop_tokens=tuple(package.get("stop_tokens", ())),
+            file_name=package.get("file_name"),
         ),
     )
 

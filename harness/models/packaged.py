@@ -96,7 +96,7 @@ def assembled_gguf(entry: ManifestEntry, scratch_dir: Path = WEIGHTS_DIR) -> Ite
     scratch_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".assemble-", dir=scratch_dir))
     try:
-        whole = scratch / parts[0].name.rsplit(".part", 1)[0]
+        whole = scratch / (package.file_name or parts[0].name.rsplit(".part", 1)[0])
         digest = hashlib.sha256()
         with whole.open("wb") as out:
             for part in parts:

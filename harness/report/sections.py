@@ -15,6 +15,7 @@ from harness.report.format import (
     fmt_pct,
     fmt_text,
 )
+from harness.report.signal import beats_chance
 from harness.report.tables import (
     Block,
     Figure,
@@ -30,6 +31,7 @@ from harness.report.tables import (
     overoptimization_table,
     pairwise_table,
     refine_table,
+    signal_table,
     stages_table,
     theory_table,
     train_table,
@@ -68,8 +70,10 @@ def _tail(verifier: VerifierRow) -> float | None:
 
 def pick_verifier(summary: Summary) -> tuple[VerifierRow, VerifierRow] | None:
     """The smallest verifier whose tail pairwise accuracy is within 0.05 of the best, and the
-    best; the reference is left out, since its agreement with itself is 1 by definition."""
-    ranked = [(i, v, _tail(v)) for i, v in enumerate(summary.verifiers or []) if not v.reference]
+    best; the reference is left out, since its agreement with itself is 1 by definition, and
+    so is a verifier no better than chance on the off-topic probe."""
+    ranked = [(i, v, _tail(v)) for i, v in enumerate(summary.verifiers or [])
+              if not v.reference and beats_chance(v) is not False]  # fmt: skip
     scored = [(i, v, tail) for i, v, tail in ranked if tail is not None]
     if not scored:
         return None
@@ -80,6 +84,12 @@ def pick_verifier(summary: Summary) -> tuple[VerifierRow, VerifierRow] | None:
 
 
 def _glance_verifier(summary: Summary) -> str:
+    at_chance = [v for v in summary.verifiers or [] if beats_chance(v) is False]
+    if summary.verifiers and len(at_chance) == len(summary.verifiers):
+        return (
+            "none recommended: no verifier beats chance on the off-topic probe "
+            f"({_probe_text(summary)}), so no verifier number of this run means anything"
+        )
     picked = pick_verifier(summary)
     if picked is None:
         return _glance_without_tail(summary)
@@ -102,12 +112,27 @@ def _glance_without_tail(summary: Summary) -> str:
     compared = [v for v in summary.verifiers or [] if not v.reference]
     if not compared:
         return _absent(summary, ("compare",), "verifier comparison").text
-    probe = ", ".join(
-        f"{fmt_text(v.label)} {fmt_metric(v.off_topic_accuracy)}" for v in summary.verifiers or []
-    )
+    above = [v for v in compared if beats_chance(v) is not False]
+    if not above:
+        return (
+            "none recommended: no compared verifier beats chance on the off-topic probe "
+            f"({_probe_text(summary)}); {_reference_text(summary)}"
+        )
     return (
         f"{len(compared)} compared, no high-reward tail pairs in this run (no tail accuracy); "
-        f"off-topic preference accuracy {probe} (random 0.500); {_reference_text(summary)}"
+        f"off-topic preference accuracy {_probe_text(summary)}; {_reference_text(summary)}"
+    )
+
+
+def _probe_text(summary: Summary) -> str:
+    """Each verifier's off-topic accuracy, marked where it is no better than chance."""
+    return (
+        ", ".join(
+            f"{fmt_text(v.label)} {fmt_metric(v.off_topic_accuracy)}"
+            + (" (at chance)" if beats_chance(v) is False else "")
+            for v in summary.verifiers or []
+        )
+        + " (random 0.500)"
     )
 
 
@@ -142,6 +167,7 @@ def _glance_overoptimization(summary: Summary) -> str:
 
 def build_sections(summary: Summary) -> list[Section]:
     sections = [
+        _signal_section(summary),
         Section("At a glance", [Items(glance_items(summary))]),
         Section("Stages", [stages_table(summary) or _absent(summary, (), "stage records")]),
         _grading_section(summary),
@@ -163,6 +189,45 @@ def build_sections(summary: Summary) -> list[Section]:
     return sections
 
 
+SIGNAL_TITLE = "Does this run measure anything?"
+
+
+def _signal_section(summary: Summary) -> Section:
+    table = signal_table(summary)
+    if table is None:
+        return Section(SIGNAL_TITLE, [Note("Not run: no stage that these checks read ran.")])
+    failing = [r for r in summary.signal or [] if r.ok is False]
+    verdict = (
+        f"{len(failing)} of {len(summary.signal or [])} checks carry no signal: the numbers "
+        "they name below are no evidence of anything, whatever they show."
+        if failing
+        else "Every check carries signal."
+    )
+    return Section(
+        SIGNAL_TITLE,
+        [
+            "Each row is a number the results below rest on. Off-topic accuracy: how often a "
+            "verifier's reward ranks a prompt's own answer above another prompt's answer shown "
+            "under the same rubric (0.5 is chance; signal when the 95% interval lies above "
+            "it). Zero reward spread: GRPO groups whose completions all got the same reward "
+            "(no advantage, nothing learnt). Position flip rate: pairs whose verdict changed "
+            "with the order shown. Criteria that cannot discriminate: criteria on which every "
+            "candidate of a prompt got the same verdict.",
+            verdict,
+            table,
+        ],
+    )
+
+
+SOFT_JUDGE_TEXT = (
+    " Scored soft: in each order the judge's probability that A is better is read at its "
+    "verdict token (a tie's probability split evenly), and the pair goes to the side of 0.5 "
+    "on which the mean of the two orders lies, which cancels a preference for a position; "
+    "the hard verdicts' results on the same pairs are shown beside. A flip is a pair whose "
+    "two orders point to different sides."
+)
+
+
 def _pairwise_section(summary: Summary) -> Section:
     table = pairwise_table(summary)
     if table is None:
@@ -173,7 +238,8 @@ def _pairwise_section(summary: Summary) -> Section:
             "Each pair is judged in both orders; when the two orders disagree the pair counts "
             "as a tie, and a tie counts half a win. The 95% confidence interval comes from a "
             "bootstrap over pairs. The length-controlled win rate is the win rate at equal "
-            "length, from a logistic fit of the outcome on the length difference.",
+            "length, from a logistic fit of the outcome on the length difference."
+            + (SOFT_JUDGE_TEXT if summary.pairwise and summary.pairwise.score == "soft" else ""),
             table,
             *_figures(summary, [("pairwise", "Wins, ties and losses of A against B")], "pair"),
         ],

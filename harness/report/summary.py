@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import HarnessConfig
-from harness.jsonl import read_json, read_rows
+from harness.jsonl import read_json, read_records, read_rows
+from harness.report.signal import criteria_discrimination, signal_rows
 from harness.runstate import RunPaths
 from harness.stages import STAGES
 from harness.summary_schema import (
     SCHEMA_VERSION,
     CompareMetrics,
+    Discrimination,
     EndpointRow,
     Grading,
     Machine,
@@ -30,6 +32,7 @@ from harness.summary_schema import (
     read_record,
     validate_record,
 )
+from harness.types import Verdict
 
 
 def build_summary(config: HarnessConfig, profile: str, results: list | None = None) -> Summary:
@@ -39,11 +42,13 @@ def build_summary(config: HarnessConfig, profile: str, results: list | None = No
     compare = read_record(paths.compare_metrics_path, CompareMetrics)
     judge = read_record(paths.judge_summary_path, PairwiseSummary)
     train = read_record(paths.train_summary_path, TrainSummary)
+    if train is not None:
+        train = train.model_copy(update={"zero_spread_share": _zero_spread_share(paths)})
     theory = _json(paths.theory_path)
     plots = dict((theory or {}).pop("plots", {}))
     if paths.train_reward_plot_path.is_file():
         plots["train_reward"] = paths.train_reward_plot_path.relative_to(paths.dir).as_posix()
-    return Summary(
+    summary = Summary(
         schema_version=SCHEMA_VERSION,
         run=_run_facts(config, profile),
         stages=_stage_rows(config, stages_done, results),
@@ -59,7 +64,24 @@ def build_summary(config: HarnessConfig, profile: str, results: list | None = No
         grading=read_record(paths.grading_path, Grading),
         endpoints=_endpoint_rows(paths.endpoint_stats_path),
         plots=plots,
+        discrimination=_discrimination(paths, config.verify.score),
     )
+    return summary.model_copy(update={"signal": signal_rows(summary)})
+
+
+def _zero_spread_share(paths: RunPaths) -> float | None:
+    """The mean over logged steps of TRL's share of groups with zero reward spread."""
+    path = paths.train_dir / "metrics.jsonl"
+    rows = read_rows(path) if path.is_file() else []
+    shares = [r["frac_reward_zero_std"] for r in rows if r.get("frac_reward_zero_std") is not None]
+    return sum(shares) / len(shares) if shares else None
+
+
+def _discrimination(paths: RunPaths, score: str) -> Discrimination | None:
+    """The reward verifier's verdicts of the verify stage, criterion by criterion."""
+    if not paths.verdicts_path.is_file():
+        return None
+    return criteria_discrimination(read_records(paths.verdicts_path, Verdict), score)
 
 
 def _endpoint_rows(path: Path) -> list[EndpointRow] | None:

@@ -25,7 +25,14 @@ from harness.report.format import (
     fmt_seconds,
     fmt_text,
 )
-from harness.summary_schema import StepSplit, Summary, Unscored, VerifierRow
+from harness.summary_schema import (
+    HardPairwise,
+    PairwiseSummary,
+    StepSplit,
+    Summary,
+    Unscored,
+    VerifierRow,
+)
 
 AGREEMENT_METRICS = (
     ("accuracy", "accuracy"),
@@ -141,20 +148,44 @@ def stages_table(summary: Summary) -> Table | None:
     return Table(["stage", "status", "seconds", "counts"], rows, "llrl")
 
 
+def signal_table(summary: Summary) -> Table | None:
+    """ "Does this run measure anything?": a row per check, its number, and why not."""
+    rows = summary.signal
+    if not rows:
+        return None
+    verdict = {True: "yes", False: "NO", None: "not measured"}
+    body = [
+        [r.signal + (f": {r.subject}" if r.subject else ""), r.shown, verdict[r.ok],
+         "" if r.ok is not False else f"{r.why}. Change: {r.fix}."]
+        for r in rows
+    ]  # fmt: skip
+    return Table(["check", "number", "signal", "why not, and what to change"], body, "llll")
+
+
+def fmt_signed(value: float | None) -> str:
+    real = _real(value)
+    return NA if real is None else f"{real:+.3f}"
+
+
 def pairwise_table(summary: Summary) -> Table | None:
+    """The judge's rows; a soft-scored run (`judge.score: soft`) adds the hard judge's win
+    rate and counts on the same pairs, and both position flip rates."""
     p = summary.pairwise
     if p is None:
         return None
+    soft = p.score == "soft"
     rows = [
         ["A (policy)", fmt_text(p.a)],
         ["B (baseline)", fmt_text(p.b)],
         ["judge", fmt_text(p.judge)],
+        *([["scored by", "soft: P(A) averaged over both orders"]] if soft else []),
         ["win rate of A", fmt_pct(p.win_rate)],
         ["95% CI (bootstrap)", fmt_ci(p.ci95)],
         ["pairs judged (n)", fmt_number(p.n)],
-        ["wins / ties / losses", " / ".join(fmt_number(n) for n in (p.wins, p.ties, p.losses))],
+        ["wins / ties / losses", _wins_ties_losses(p)],
         ["unscored pairs", fmt_number(p.unscored)],
-        ["position flip rate", fmt_pct(p.position_flip_rate)],
+        ["pairs of identical texts (ties; not in the flip rates)", fmt_number(p.num_identical)],
+        *(_hard_judge_rows(p) if soft else [["position flip rate", fmt_pct(p.position_flip_rate)]]),
         ["length-controlled win rate", fmt_pct(p.length_controlled_win_rate)],
         [
             "mean length A / B (chars)",
@@ -162,6 +193,26 @@ def pairwise_table(summary: Summary) -> Table | None:
         ],
     ]
     return Table(["", "value"], rows, "lr")
+
+
+def _wins_ties_losses(counts: PairwiseSummary | HardPairwise) -> str:
+    return " / ".join(fmt_number(n) for n in (counts.wins, counts.ties, counts.losses))
+
+
+def _hard_judge_rows(p: PairwiseSummary) -> list[list[str]]:
+    """The hard verdicts' win rate and counts on the same pairs, and both flip rates."""
+    hard = p.hard or HardPairwise()
+    return [
+        [
+            "hard verdicts: win rate of A (95% CI)",
+            f"{fmt_pct(hard.win_rate)} ({fmt_ci(hard.ci95)})",
+        ],
+        ["hard verdicts: wins / ties / losses", _wins_ties_losses(hard)],
+        ["hard verdicts: unscored pairs", fmt_number(hard.unscored)],
+        ["position flip rate, hard verdicts", fmt_pct(p.position_flip_rate)],
+        ["position flip rate, soft P(A) (lean taken out)", fmt_pct(p.soft_position_flip_rate)],
+        ["lean toward the first shown (mean P - 0.5)", fmt_signed(p.position_bias)],
+    ]
 
 
 def fmt_off_topic(verifier: VerifierRow) -> str:

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from harness.report.format import fmt_metric
 from harness.report.render import document_meta, document_title
-from harness.report.sections import glance_items
+from harness.report.sections import SIGNAL_TITLE, glance_items
 from harness.report.tables import (
     Table,
     _absent,
@@ -36,6 +36,7 @@ def print_summary(summary: Summary, console: Console) -> None:
     console.print(Text(document_title(summary), style="bold"))
     for key, value in document_meta(summary):
         console.print(Text.assemble((f"{key}: ", "dim"), value))
+    print_signal(summary, console)
     for label, text in glance_items(summary):
         console.print(Text.assemble(("• ", "dim"), (f"{label}: ", "bold"), text))
     views = (
@@ -58,6 +59,21 @@ def print_summary(summary: Summary, console: Console) -> None:
     endpoints = endpoints_table(summary)
     if endpoints is not None:  # only a run whose roles used endpoint pools
         console.print(rich_table("Endpoints", endpoints))
+
+
+def print_signal(summary: Summary, console: Console) -> None:
+    """ "Does this run measure anything?": a line per check, and why and what to change for
+    each that carries no signal."""
+    rows = summary.signal or []
+    if not rows:
+        return
+    console.print(Text(SIGNAL_TITLE, style="bold"))
+    mark = {True: ("ok  ", "green"), False: ("NO  ", "bold red"), None: ("--  ", "dim")}
+    for row in rows:
+        name = row.signal + (f": {row.subject}" if row.subject else "")
+        console.print(Text.assemble(mark[row.ok], (f"{name}: ", "bold"), row.shown))
+        if row.ok is False:
+            console.print(Text(f"      {row.why}; change: {row.fix}", style="dim"))
 
 
 LABEL_WIDTH = 40

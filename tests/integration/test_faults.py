@@ -8,12 +8,17 @@
   line, the stage is not marked done, and the rerun (a new server) ends with the records of an
   uninterrupted run, reusing the answers given before the kill. HTTP_PROXY, HTTPS_PROXY and
   ALL_PROXY point at a listener all along, which must receive nothing.
+- A `harness eval` killed with SIGKILL (its process group) while its train stage trains (the
+  trainer, `python -m harness train`, runs in a session of its own): no process of the run
+  outlives it, and the rerun resumes training from its last checkpoint, with the records of an
+  uninterrupted run up to there and every step once.
 
 Counts and times are printed (`pytest -s`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,14 +26,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.backends.base import Backend, BackendGone, RunContext
 from harness.config import RoleConfig
+from harness.models.manifest import PROJECT_ROOT
 from harness.stages import RUBRIC_STAGES
 
 from ..conftest import verdict_requests
@@ -215,6 +223,111 @@ def test_a_killed_verifier_server_stops_the_stage_and_the_rerun_matches(tiny_mod
     assert_same_records(runs / "killed", runs / "straight", RECORD_FILES)
     print(f"\nserved verifier killed mid-verify: {kept} of {num_requests['model_calls']} answers "
           f"kept, rerun identical; uninterrupted run {straight_s:.1f} s")  # fmt: skip
+
+
+TRAINED = """
+runs_dir: {runs}
+data: {{max_prompts: 3}}
+rollouts: {{num_samples: 2}}
+propose: {{min_criteria: 2, max_criteria: 3}}
+refine: {{iterations: 0}}
+roles:
+  policy: {{backend: scripted, model: tiny-s, rule: synthetic}}
+  proposer: {{backend: scripted, model: proposer, rule: synthetic}}
+  verifier:
+    - {{name: synthetic, backend: scripted, model: verifier, rule: synthetic}}
+    - {{name: keyword, backend: scripted, model: keyword-rule, rule: keyword, delay_s: 0.05}}
+# a reward that varies (letters in the answer), so that the adapter learns; steps slowed by
+# the verifier's delay, so that the kill lands between checkpoints
+train: {{verifier: keyword, rubrics: {rubrics}, max_steps: 8, save_steps: 2,
+         num_generations: 4, per_device_train_batch_size: 8, learning_rate: 0.3,
+         max_completion_length: 16, warmup_ratio: 0.0, beta: 0.0, generation: transformers}}
+eval: {{compare: false, train: true, judge: false, overoptimization: false, theory: false}}
+"""
+TRAIN_RECORDS = ["train/rewards.jsonl", "train/metrics.jsonl"]
+TIMES = {"verifier_seconds", "step_time", "step_seconds"}  # differ from run to run
+
+
+def eval_command(profile: Path, run_name: str) -> list[str]:
+    return [sys.executable, "-m", "harness", "eval", "-c", str(profile),
+            "--set", f"run_name={run_name}"]  # fmt: skip
+
+
+class Descendants:
+    """Every process `process` ever started, polled while it runs."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.found: dict[int, psutil.Process] = {}
+        self._process = process
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while self._process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self._process.pid).children(recursive=True):
+                    self.found.setdefault(child.pid, child)
+            time.sleep(0.05)
+
+    def trainer(self) -> psutil.Process | None:
+        for process in list(self.found.values()):
+            with contextlib.suppress(psutil.Error):
+                if "harness train" in " ".join(process.cmdline()):
+                    return process
+        return None
+
+    def running(self, timeout_s: float) -> list[str]:
+        """Those still running after `timeout_s` (zombies are ended)."""
+        _, still = psutil.wait_procs(list(self.found.values()), timeout=timeout_s)
+        alive = []
+        for process in still:
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{process.pid} {' '.join(process.cmdline())}")
+        return alive
+
+
+def test_a_sigkill_during_training_leaves_no_process_and_the_rerun_matches(tiny_models, tmp_path):
+    rubrics = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
+    profile = write_profile(tmp_path, TRAINED.replace("{rubrics}", str(rubrics)))
+    runs = tmp_path / "runs"
+    straight = subprocess.run(eval_command(profile, "straight"), capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    harness = subprocess.Popen(eval_command(profile, "killed"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    descendants = Descendants(harness)
+    checkpoint = runs / "killed" / "train" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.monotonic() + 600
+    while not checkpoint.is_file():
+        assert harness.poll() is None and time.monotonic() < deadline, "no checkpoint-2"
+        time.sleep(0.05)
+    trainer = descendants.trainer()
+    assert trainer is not None and os.getsid(trainer.pid) != harness.pid  # a session of its own
+    os.killpg(harness.pid, signal.SIGKILL)
+    harness.wait()
+    assert descendants.running(timeout_s=60) == []
+    assert "train" not in done_stages(runs / "killed")
+
+    rerun = subprocess.run(eval_command(profile, "killed"), capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from checkpoint-" in rerun.stdout + rerun.stderr
+    assert_same_records(runs / "killed", runs / "straight", RECORD_FILES)
+    summary = json.loads((runs / "killed" / "train" / "summary.json").read_text())
+    resumed = summary["resumed_from"]
+    assert summary["steps"] == 8 and resumed >= 2 and summary["adapter_weights_changed"]
+    # every step once; up to the checkpoint resumed from, the steps of the uninterrupted run
+    # (after it, TRL's resumed data order is its own)
+    for name in TRAIN_RECORDS:
+        killed, straight = untimed(runs / "killed" / name), untimed(runs / "straight" / name)
+        assert [row["step"] for row in killed] == list(range(1, 9)), name
+        assert killed[:resumed] == straight[:resumed], name
+
+
+def untimed(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMES} for row in rows]
 
 
 def test_a_dead_vllm_engine_is_backend_gone(tmp_path):

@@ -263,21 +263,23 @@ def workers(processes_: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def test_an_engine_next_to_another_runs_engine_uses_other_cores(tiny_models, tmp_path, monkeypatch):
-    """The other run's engine is pinned by vLLM to the first cores; ours takes the rest. Of
-    the machine's vLLM processes only the other run's count (the test may share the machine
-    with other sessions' engines); finding them by their titles is a unit test."""
+    """The other run's engine is pinned to the first core (its user's binding); ours takes
+    the rest. Of the machine's vLLM processes only the other run's count (the test may share
+    the machine with other sessions' engines); finding them by their titles is a unit test."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("one core: two engines cannot get cores of their own")
     script = tmp_path / "other_run.py"
     script.write_text(OTHER_RUN % ENGINE)
+    environment = {**os.environ, processes.BIND_VARIABLE: str(cpus[0])}
     other = subprocess.Popen([sys.executable, str(script), str(tmp_path / "other")],
-                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+                             env=environment)  # fmt: skip
     try:
         assert other.stdout.readline().strip() == "ready"
         theirs = psutil.Process(other.pid).children(recursive=True)
         taken = pinned_cores(workers(theirs))
-        assert taken and len(taken) < len(cpus)  # vLLM's "auto": every core but one
+        assert taken == {cpus[0]}
         monkeypatch.setattr(processes, "foreign_vllm_processes", lambda: [p.pid for p in theirs])
         config = RoleConfig(backend="vllm", model="tiny-m", engine=ENGINE)
         backend = create_backend("verifier", config, RunContext(run_dir=tmp_path / "ours"))

@@ -1,6 +1,7 @@
-"""The real small models that ship inside PyPI packages (SmolLM2-135M-Instruct, Gemma-3-270M):
-import determinism, their chat templates as the models expect them, grammar-constrained
-verdicts through the vLLM engine and server, and one LoRA GRPO step on SmolLM2."""
+"""The real small models that ship inside PyPI packages (SmolLM2-135M-Instruct, Gemma-3-270M,
+Qwen2.5-Coder-0.5B-Instruct): import determinism, their chat templates as the models expect
+them, grammar-constrained verdicts through the vLLM engine and server, a soft verdict from Qwen,
+and one LoRA GRPO step on SmolLM2."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 import pytest
 
 from harness.backends import create_backend
-from harness.config import RoleConfig, load_config
+from harness.config import RoleConfig, VerifyConfig, load_config
 from harness.models.gguf import import_gguf
 from harness.models.manifest import PROJECT_ROOT, WEIGHTS_DIR
 from harness.models.packaged import packaged_entries, part_path
+from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
 from harness.training import train
-from harness.types import ChatMessage, ChatRequest, Sampling
+from harness.types import Candidate, ChatMessage, ChatRequest, Criterion, Prompt, Rubric, Sampling
+from harness.verifier import Job, verify
 
 from ..conftest import assert_all_verdicts, verdict_requests
 
@@ -25,6 +28,8 @@ pytestmark = pytest.mark.integration
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
 KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+QWEN = "qwen2.5-coder-0.5b"
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
 def tokenizer(name: str):
@@ -80,6 +85,54 @@ def test_gemma_gets_the_project_turn_template_and_stops_at_end_of_turn(real_mode
     config = json.loads((WEIGHTS_DIR / "gemma3-270m" / "generation_config.json").read_text())
     end_of_turn = gemma.convert_tokens_to_ids("<end_of_turn>")
     assert config["eos_token_id"] == [gemma.eos_token_id, end_of_turn]
+
+
+def test_qwen_imports_as_a_qwen2_folder_with_its_chatml_template(real_models):
+    folder = WEIGHTS_DIR / QWEN
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "qwen2"
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["source"]["file"] == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    assert provenance["source"]["sha256"] == packaged_entries([QWEN])[0].package.sha256
+    assert provenance["gguf"] | {"tensor_types": None} == {
+        "architecture": "qwen2", "file_type": "Q4_K_M", "tensor_types": None,
+        "name": "Qwen2.5 Coder 0.5B Instruct AWQ", "license": None}  # fmt: skip
+    # Qwen counts 494 M; the file's output matrix (136 M) is not tied to the embedding
+    assert provenance["num_params"] == 630_167_424
+    text = tokenizer(QWEN).apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == (
+        f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_a_soft_verdict_from_qwen_lies_on_the_side_of_its_hard_one(real_models, context):
+    """`each` mode with logprobs: P(yes) strictly between 0 and 1, above 0.5 exactly when the
+    grammar-constrained answer is "yes"."""
+    engine = CPU_ENGINE | {"max_model_len": 1024}
+    config = RoleConfig(backend="vllm", model=QWEN, engine=engine,
+                        sampling=Sampling(temperature=0.0, max_tokens=32))  # fmt: skip
+    prompt = Prompt(id="p", prompt="What is the capital of France?")
+    candidate = Candidate(id="p:m:0", prompt_id="p", text="The capital of France is Paris.",
+                          model="m")  # fmt: skip
+    # measured here: P(yes) 0.75 and 0.18, far from 0.5 and from the ends
+    rubric = Rubric(prompt_id="p", criteria=(
+        Criterion(id="c1", text="The response says the capital of France is Paris.", weight=3),
+        Criterion(id="c2", text="The response says the capital is Berlin.", weight=1)))  # fmt: skip
+    verifier = create_backend("verifier", config, context)
+    try:
+        verdicts = verify(Role("verifier", verifier.config, verifier),
+                          [Job(prompt, candidate, rubric)],
+                          VerifyConfig(mode="each", logprobs=5), PROMPTS_DIR)  # fmt: skip
+    finally:
+        verifier.close()
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert verdict.met is not None, verdict.unscored_reason
+        assert verdict.p_yes is not None and 0 < verdict.p_yes < 1, verdict
+        assert (verdict.p_yes > 0.5) == verdict.met, verdict
+    assert verdicts[0].p_yes > verdicts[1].p_yes, "the met criterion is the likelier yes"
 
 
 def real_role(model: str, backend: str) -> RoleConfig:
