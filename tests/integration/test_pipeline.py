@@ -130,6 +130,21 @@ def wait_for(path_glob: str, root: Path, process: subprocess.Popen, timeout_s: f
     return False
 
 
+def same_verdicts(path: Path, other: Path) -> bool:
+    """The same verdicts, in the same order; P(yes) equal up to the float noise of a batch of
+    another composition (a resumed run asks for fewer answers at once)."""
+    ours, theirs = (
+        [json.loads(line) for line in p.read_text().splitlines()] for p in (path, other)
+    )
+    if [{**v, "p_yes": None} for v in ours] != [{**v, "p_yes": None} for v in theirs]:
+        return False
+    return all(
+        (a["p_yes"] is None) == (b["p_yes"] is None)
+        and (a["p_yes"] is None or abs(a["p_yes"] - b["p_yes"]) < 1e-3)
+        for a, b in zip(ours, theirs)
+    )
+
+
 def test_a_killed_refine_resumes_to_the_same_records(workspace, finished_run):
     profile, runs = workspace
     command = [sys.executable, "-m", "harness", "refine", "-c", str(profile),
@@ -145,6 +160,9 @@ def test_a_killed_refine_resumes_to_the_same_records(workspace, finished_run):
     result = harness("verify", "-c", str(profile), "--set", "run_name=killed")
     assert result.returncode == 0, result.stderr[-4000:]
     for name in RECORD_FILES:
+        if name == "verdicts.jsonl":
+            assert same_verdicts(killed_run / name, finished_run / name)
+            continue
         assert (killed_run / name).read_bytes() == (finished_run / name).read_bytes(), name
     resumed = json.loads((killed_run / "stages.json").read_text())["refine"]
     straight = json.loads((finished_run / "stages.json").read_text())["refine"]
