@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import DEFAULT_PROFILE, ConfigError, dump_config, load_config
+from harness.policy import policy_role_config
+from harness.roles import RolePool
 
 TINY_PROFILE = DEFAULT_PROFILE.parent / "tiny.yaml"
 
@@ -26,6 +28,19 @@ def test_default_profile_runs_real_packaged_models_with_a_random_floor():
     assert config.compare.reference == config.train.verifier == qwen
     # scored by P(yes) and P(A), where the signal of these small models is
     assert (config.verify.mode, config.verify.score, config.judge.score) == ("each", "soft", "soft")
+
+
+def test_default_profile_starts_one_engine_per_model():
+    """Engine starts are most of the default run's time on 2 cores: SmolLM2's rollouts, its
+    comparison verdicts and the trained adapters share one LoRA-enabled engine, Qwen's roles
+    one server."""
+    config = load_config(DEFAULT_PROFILE)
+    smollm2 = [m for m in config.rollout_models() if m.model == "smollm2-135m"]
+    smollm2 += [v for v in config.roles.verifier if v.model == "smollm2-135m"]
+    smollm2.append(policy_role_config(config))
+    assert len({RolePool.key(role) for role in smollm2}) == 1
+    qwen = [config.roles.get(r) for r in ("proposer", "judge")] + [config.verifier()]
+    assert len({RolePool.key(role) for role in qwen}) == 1
 
 
 def test_tiny_profile_maps_every_role_to_a_tiny_local_model():

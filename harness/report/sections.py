@@ -115,7 +115,8 @@ def _glance_without_tail(summary: Summary) -> str:
     above = [v for v in compared if beats_chance(v) is not False]
     if not above:
         return (
-            "none recommended: no compared verifier beats chance on the off-topic probe "
+            "none recommended: none of the verifiers compared with the reference beats chance "
+            "on the off-topic probe "
             f"({_probe_text(summary)}); {_reference_text(summary)}"
         )
     return (

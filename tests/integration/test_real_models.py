@@ -1,7 +1,7 @@
 """The real small models that ship inside PyPI packages (SmolLM2-135M-Instruct, Gemma-3-270M,
 Qwen2.5-Coder-0.5B-Instruct): import determinism, their chat templates as the models expect
-them, grammar-constrained verdicts through the vLLM engine and server, a soft verdict from Qwen,
-and one LoRA GRPO step on SmolLM2."""
+them, grammar-constrained verdicts through the vLLM server and engine, a soft verdict from
+Qwen. LoRA GRPO on SmolLM2 runs in tests/integration/test_eval.py."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from harness.backends import create_backend
-from harness.config import RoleConfig, VerifyConfig, load_config
+from harness.config import RoleConfig, VerifyConfig
 from harness.models.gguf import import_gguf
-from harness.models.manifest import PROJECT_ROOT, WEIGHTS_DIR
+from harness.models.manifest import WEIGHTS_DIR
 from harness.models.packaged import packaged_entries, part_path
 from harness.prompts import PROMPTS_DIR
 from harness.roles import Role
-from harness.training import train
 from harness.types import Candidate, ChatMessage, ChatRequest, Criterion, Prompt, Rubric, Sampling
 from harness.verifier import Job, verify
 
@@ -26,7 +25,6 @@ from ..conftest import assert_all_verdicts, verdict_requests
 
 pytestmark = pytest.mark.integration
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
-KEYWORD_RUBRICS = PROJECT_ROOT / "tests" / "data" / "keyword_rubrics.jsonl"
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 QWEN = "qwen2.5-coder-0.5b"
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -38,26 +36,33 @@ def tokenizer(name: str):
     return AutoTokenizer.from_pretrained(WEIGHTS_DIR / name)
 
 
-def test_import_of_the_same_file_is_byte_identical(tmp_path: Path):
+def test_import_of_the_same_file_is_byte_identical(real_models, tmp_path: Path):
+    """A second import, in another process and folder, writes the installed folder's bytes."""
     entry = packaged_entries(["smollm2-135m"])[0]
+    installed = real_models / entry.name
     source = part_path(entry.package.files[0])
-    first = import_gguf(source, "m", weights_dir=tmp_path / "a")
-    second = import_gguf(source, "m", weights_dir=tmp_path / "b")
-    assert not first.reused and not second.reused
-    names = sorted(p.name for p in first.path.iterdir())
-    assert names == sorted(p.name for p in second.path.iterdir())
+    again = import_gguf(source, entry.name, weights_dir=tmp_path)
+    assert not again.reused
+    names = sorted(p.name for p in again.path.iterdir())
+    assert names == sorted(p.name for p in installed.iterdir())
     assert {"model.safetensors", "tokenizer.json", "chat_template.jinja", "provenance.json",
             "config.json", "generation_config.json"} <= set(names)  # fmt: skip
-    _, mismatch, errors = filecmp.cmpfiles(first.path, second.path, names, shallow=False)
+    # provenance.json of the installed folder adds the manifest's origin line
+    files = [name for name in names if name != "provenance.json"]
+    _, mismatch, errors = filecmp.cmpfiles(installed, again.path, files, shallow=False)
     assert mismatch == [] and errors == []
-    provenance = json.loads((first.path / "provenance.json").read_text())
+    provenance = json.loads((again.path / "provenance.json").read_text())
+    installed_provenance = json.loads((installed / "provenance.json").read_text())
+    installed_provenance["source"]["origin"] = None
+    assert provenance == installed_provenance
     assert provenance["source"]["sha256"] == entry.package.sha256
     assert provenance["gguf"] | {"tensor_types": None} == {
         "architecture": "llama", "file_type": "Q4_1", "tensor_types": None,
         "name": "Smollm2 135M 8k Lc100K Mix1 Ep2", "license": "apache-2.0"}  # fmt: skip
-    assert provenance["num_params"] == first.num_params == 134_515_008
-    again = import_gguf(source, "m", weights_dir=tmp_path / "a")
-    assert again.reused, "an up-to-date folder is left alone"
+    assert provenance["num_params"] == again.num_params == 134_515_008
+    assert import_gguf(source, entry.name, weights_dir=tmp_path).reused, (
+        "an up-to-date folder is left alone"
+    )
 
 
 def test_smollm2_uses_its_own_chatml_template(real_models):
@@ -142,17 +147,20 @@ def real_role(model: str, backend: str) -> RoleConfig:
 
 @pytest.mark.parametrize(
     ("model", "backend"),
-    [("smollm2-135m", "vllm"), ("smollm2-135m", "vllm-server"), ("gemma3-270m", "vllm")],
+    # SmolLM2 through the in-process engine runs in tests/integration/test_eval.py
+    [("smollm2-135m", "vllm-server"), ("gemma3-270m", "vllm")],
 )
 def test_constrained_verdicts_from_a_real_model(real_models, context, model, backend):
     verifier = create_backend("verifier", real_role(model, backend), context)
     try:
-        requests = verdict_requests(12, temperature=0.0)
+        num = 12 if model == "smollm2-135m" else 4  # Gemma's 262k-token vocabulary is slow here
+        requests = verdict_requests(num, temperature=0.0)
         completions = Role("verifier", verifier.config, verifier).generate(requests)
-        assert_all_verdicts(completions, 12, distinct=False)
+        assert_all_verdicts(completions, num, distinct=False)
         question = ChatRequest(
             messages=(ChatMessage(role="user", content="Name three colours."),),
-            sampling=Sampling(temperature=0.0, max_tokens=200),
+            # Gemma, a base model, does not end its turn: a few tokens show it writes text
+            sampling=Sampling(temperature=0.0, max_tokens=200 if model == "smollm2-135m" else 8),
             id="colours",
         )
         [answer] = verifier.generate([question])
@@ -162,19 +170,3 @@ def test_constrained_verdicts_from_a_real_model(real_models, context, model, bac
     if model == "smollm2-135m":  # the instruct model answers and ends its turn by itself
         assert answer.finish_reason == "stop", answer.text
         assert any(c in answer.text.lower() for c in ("red", "blue", "green", "yellow"))
-
-
-def test_one_lora_grpo_step_on_smollm2(real_models, tiny_models, tmp_path):
-    config = load_config(
-        PROJECT_ROOT / "configs" / "train-tiny.yaml",
-        [f"runs_dir={tmp_path}", "run_name=smollm2", f"train.rubrics={KEYWORD_RUBRICS}",
-         "roles.policy.model=smollm2-135m", "roles.verifier.backend=vllm",
-         "train.max_steps=1", "train.num_generations=4", "train.per_device_train_batch_size=4",
-         "train.max_completion_length=16", "train.learning_rate=0.001", "train.save_steps=1",
-         "train.warmup_ratio=0"],  # a warm-up would make the one step's learning rate 0
-    )  # fmt: skip
-    result = train(config)
-    assert result.steps == 1
-    assert result.adapter_weights_changed and result.base_weights_unchanged
-    [call] = [json.loads(line) for line in (result.train_dir / "rewards.jsonl").open()]
-    assert call["num_completions"] == 4 and call["unscored_verdicts"] == 0
