@@ -31,14 +31,14 @@ def test_default_profile_runs_real_packaged_models_with_a_random_floor():
 
 
 def test_default_profile_starts_one_engine_per_model():
-    """Engine starts are most of the default run's time on 2 cores: SmolLM2's rollouts, its
+    """Engine starts are a third of the default run's time on 2 cores: SmolLM2's rollouts, its
     comparison verdicts and the trained adapters share one LoRA-enabled engine, Qwen's roles
     one server."""
     config = load_config(DEFAULT_PROFILE)
     smollm2 = [m for m in config.rollout_models() if m.model == "smollm2-135m"]
     smollm2 += [v for v in config.roles.verifier if v.model == "smollm2-135m"]
     smollm2.append(policy_role_config(config))
-    assert len({RolePool.key(role) for role in smollm2}) == 1
+    assert len(smollm2) == 3 and len({RolePool.key(role) for role in smollm2}) == 1
     qwen = [config.roles.get(r) for r in ("proposer", "judge")] + [config.verifier()]
     assert len({RolePool.key(role) for role in qwen}) == 1
 
