@@ -91,6 +91,23 @@ def test_truncated_answers_are_never_cached(context):
     assert cache.get_many([key])[key].text == "whole"
 
 
+def test_a_cache_opened_while_another_process_writes_it_waits_for_the_lock(tmp_path):
+    """The ranks of one training run open the same cache file together: switching it to WAL
+    needs an exclusive lock, for which SQLite's own busy timeout does not wait."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "shared.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")  # another process about to write, as it creates the table
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    cache = CompletionCache(path)
+    assert cache.get_many(["absent"]) == {}
+    cache.close()
+    other.close()
+
+
 def test_mapping_script_answers_by_last_user_message(context):
     role, _ = make_role(context, {"ping": "pong"})
     request = ChatRequest(messages=(ChatMessage(role="user", content="ping"),))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,24 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+BUSY_TIMEOUT_SECONDS = 60
+
+
+def _while_busy(statement: Callable[[], object]) -> None:
+    """Runs `statement`, again while another process holds the file. Switching a file to WAL
+    needs an exclusive lock that SQLite does not wait for (its busy timeout does not apply), so
+    processes that open one cache together (the ranks of a training run) would fail at random."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class CacheError(InputError):
     """The completion cache file cannot be used; the message names it and the way out."""
 
@@ -52,8 +71,8 @@ class CompletionCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         with self._failing_as_cache_error():
-            self._db = sqlite3.connect(path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+            _while_busy(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS completions"
                 " (key TEXT PRIMARY KEY, completion TEXT NOT NULL)"
