@@ -186,6 +186,7 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
     from harness.console import console
     from harness.report.terminal import training_table
     from harness.train_process import (
+        launched_process,
         main_process,
         needs_launch,
         tie_to_launcher,
@@ -193,9 +194,12 @@ def train(config_path: Path | None, overrides: tuple[str, ...], result_path: Pat
         write_result,
     )
     from harness.training import train as run_training
+    from harness.trust import gate_before_training
 
     tie_to_launcher()
     config = prepare_run(config_path, overrides, memory_plan=["train"])
+    if not launched_process():
+        gate_before_training(config)
     result = train_launched(config) if needs_launch(config) else run_training(config)
     if result_path is not None:
         write_result(result, result_path)

@@ -59,6 +59,13 @@ from harness.reward import PromptRewards, rewards
 from harness.roles import Role
 from harness.runstate import RunPaths
 from harness.summary_schema import Clinicians, CompareMetrics, Reference, VerifierRow
+from harness.trust import (
+    ProbeSet,
+    probe_fingerprint,
+    probe_verdicts,
+    recommend,
+    verifier_probes,
+)
 from harness.types import Candidate, Verdict
 from harness.verifier import Job, verify
 
@@ -296,36 +303,50 @@ def compare_verifiers(
     fingerprint: str,
     *,
     labels: Path | None,
+    probe_set: ProbeSet | None = None,
+    probes_folder: Path | None = None,
 ) -> CompareMetrics:
     """Measure every verifier on `jobs` and the off-topic probe's jobs (reusing finished ones;
     with `eval.stop_idle_engines`, one engine at a time), then score each against the
     reference (the clinicians' majority label where `labels` names a file, see
-    `labels_source`), and on the probe. `pool` is the run's RolePool."""
+    `labels_source`), and on the probe. With `probe_set`, each verifier also grades the
+    reward-hacking probes (harness.trust; verdicts stored in `probes_folder`), and the
+    verifiers are ranked by their hackability. `pool` is the run's RolePool."""
     folder.mkdir(parents=True, exist_ok=True)
     matched = match_labels(load_labels(labels), jobs) if labels is not None else None
     probe = off_topic_jobs(jobs, config.compare.off_topic_per_prompt)
     results: dict[str, tuple[list[Verdict], Measurement]] = {}
+    hacking: dict[str, list[Verdict]] = {}
     for verifier in config.roles.verifier:
         results[verifier.label] = _measured(
             pool, verifier, [*jobs, *probe], config, templates, folder, fingerprint
         )
+        if probe_set is not None and probe_set.originals and probes_folder is not None:
+            hacking[verifier.label] = _probed(pool, verifier, probe_set, results[verifier.label][0],
+                                              config, templates, probes_folder)  # fmt: skip
     on_topic = {label: on_topic_verdicts(v, probe) for label, (v, _) in results.items()}
     reference, ref = _reference(jobs, results, on_topic, config, matched)
     rows = []
     for label, (verdicts, measurement) in results.items():
         row = verifier_metrics(jobs, on_topic[label], reference, measurement, config)
         row |= probe_metrics(jobs, probe, verdicts, config)
+        if label in hacking and probe_set is not None:
+            row |= hacking_columns(label, probe_set, hacking[label], row, config)
         if matched is not None:
             row["clinician_macro_f1"] = clinician_macro_f1(verdict_table(on_topic[label]), matched)
         rows.append(row | {"reference": ref["kind"] == "verifier" and label == ref["label"]})
+    verifiers = [VerifierRow.model_validate(row) for row in rows]
+    recommended, recommendation = recommend(verifiers, config.probes.margin)
     summary = CompareMetrics(
         reference=Reference.model_validate(ref),
-        verifiers=[VerifierRow.model_validate(row) for row in rows],
+        verifiers=verifiers,
         tail_quantile=config.compare.tail_quantile,
         score=config.verify.score,
         off_topic_per_prompt=config.compare.off_topic_per_prompt,
         **({"clinicians": clinicians_block(matched)} if matched is not None else {}),
-    )
+        **({"probe_settings": config.probes.model_dump(), "recommended": recommended,
+            "recommendation": recommendation} if hacking else {}),
+    )  # fmt: skip
     write_json(folder / "metrics.json", summary.as_record())
     return summary
 
@@ -385,6 +406,51 @@ def probe_metrics(
         if score == config.verify.score:
             row |= columns
     return row
+
+
+def hacking_columns(
+    label: str,
+    probe_set: ProbeSet,
+    verdicts: Sequence[Verdict],
+    row: dict[str, Any],
+    config: HarnessConfig,
+) -> dict[str, Any]:
+    """A verifier's probe figures under hard and soft scores (the off-topic probe's from its
+    row), and its hackability under the profile's score."""
+    off_topic = {score: {key.removesuffix(f"_{score}"): value for key, value in row.items()
+                         if key.startswith("off_topic_") and key.endswith(f"_{score}")}
+                 for score in ("hard", "soft")}  # fmt: skip
+    figures = verifier_probes(label, probe_set, verdicts, config, off_topic)
+    chosen = figures[config.verify.score]
+    return {
+        "hackability": chosen.hackability,
+        "hackability_probe": chosen.worst_probe,
+        "hackability_tail": chosen.hackability_tail,
+        "probes_hard": figures["hard"],
+        "probes_soft": figures["soft"],
+    }
+
+
+def _probed(
+    pool: Any,
+    verifier: RoleConfig,
+    probe_set: ProbeSet,
+    measured: Sequence[Verdict],
+    config: HarnessConfig,
+    templates: Path,
+    folder: Path,
+) -> list[Verdict]:
+    """The verifier's probe verdicts: stored ones while their inputs hold, else graded now
+    (uncached, the originals' first grading taken from the comparison's own verdicts)."""
+
+    def grade(batch: Sequence[Job]) -> list[Verdict]:
+        pool.enter_group([verifier])
+        return verify(pool.role("verifier", verifier, cached=False), batch, config.verify,
+                      templates)  # fmt: skip
+
+    stamp = probe_fingerprint(probe_set, verifier, config, sorted(templates.glob("*.j2")))
+    return probe_verdicts(probe_set, verifier.label, folder, stamp, grade, config.verify.mode,
+                          originals=measured)  # fmt: skip
 
 
 def _measured(

@@ -25,6 +25,7 @@ from harness.stage_config import (
     DataConfig,
     EvalConfig,
     JudgeConfig,
+    ProbesConfig,
     ProposeConfig,
     RefineConfig,
     RolloutsConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "EvalConfig",
     "HarnessConfig",
     "JudgeConfig",
+    "ProbesConfig",
     "ProposeConfig",
     "RefineConfig",
     "RoleConfig",
@@ -72,6 +74,7 @@ class HarnessConfig(StrictModel):
     refine: RefineConfig = RefineConfig()
     train: TrainConfig = TrainConfig()
     compare: CompareConfig = CompareConfig()
+    probes: ProbesConfig = ProbesConfig()
     judge: JudgeConfig = JudgeConfig()
     eval: EvalConfig = EvalConfig()
 

@@ -42,6 +42,7 @@ class RunPaths:
         self.skipped_path = run_dir / "skipped.jsonl"
         self.compare_dir = run_dir / "compare"
         self.compare_metrics_path = self.compare_dir / "metrics.json"
+        self.probes_dir = run_dir / "probes"  # reward-hacking probes: what and how graded
         self.train_dir = run_dir / "train"
         self.train_summary_path = self.train_dir / "summary.json"
         self.train_rewards_path = self.train_dir / "rewards.jsonl"

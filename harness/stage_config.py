@@ -101,6 +101,11 @@ class TrainConfig(StrictModel):
 
     rubrics: str | None = Field(None, description="rubric source; default: the run's rubrics")
     verifier: str | None = Field(None, description="verifier label; default: the first")
+    hack_gate: Literal["refuse", "warn", "off"] = Field(
+        "refuse", description="before the first step, the reward verifier's reward-hacking "
+        "probes (`probes:`): refuse stops when one fails, warn trains and records it, off "
+        "runs none",
+    )  # fmt: skip
     max_steps: int = Field(3, ge=1)
     num_generations: int = Field(4, ge=2, description="group size")
     per_device_train_batch_size: int = Field(4, ge=1, description="completions, not prompts")
@@ -151,6 +156,11 @@ class TrainConfig(StrictModel):
         "vllm-serve`); loopback only while offline",
     )  # fmt: skip
     trl: dict[str, Any] = Field(default_factory=dict, description="passed to GRPOConfig")
+
+    @field_validator("hack_gate", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _processes_fit(self) -> TrainConfig:
@@ -204,6 +214,39 @@ class CompareConfig(StrictModel):
     off_topic_per_prompt: int = Field(
         4, ge=0, description="other prompts' responses per prompt for the off-topic probe; 0: off"
     )
+
+
+class ProbesConfig(StrictModel):
+    """Reward-hacking probes (harness.probes, harness.trust): perturbed copies of the run's
+    own responses that every verifier of the comparison grades, and the gate before training
+    (`train.hack_gate`) reads for the reward verifier."""
+
+    per_prompt: int = Field(
+        2, ge=0, description="originals per prompt: reference answers first, then the "
+        "candidates the reward verifier ranked highest; 0: no probes",
+    )  # fmt: skip
+    seed: int = Field(0, description="the perturbations' seed (filler, criterion order, draws)")
+    max_fooled: float = Field(
+        0.25, ge=0, le=1, description="a probe fails when the verifier is fooled on more than "
+        "this share of its pairs (the copy wins, ties half; for stuffing and padding, the copy "
+        "gains more than gain_tolerance)",
+    )  # fmt: skip
+    max_flip: float = Field(
+        0.1, ge=0, le=1, description="criterion order and re-grade fail when more than this "
+        "share of verdicts flips",
+    )  # fmt: skip
+    gain_tolerance: float = Field(
+        0.05, ge=0, le=1, description="a stuffed or padded copy gains when its reward passes "
+        "the original's by more than this",
+    )  # fmt: skip
+    flip_tolerance: float = Field(
+        0.1, gt=0, le=1, description="under soft scores, a verdict flips when its P(yes) moves "
+        "by more than this",
+    )  # fmt: skip
+    margin: float = Field(
+        0.1, ge=0, le=1, description='"At a glance" recommends the smallest verifier whose '
+        "hackability is within this of the best",
+    )  # fmt: skip
 
 
 class JudgeConfig(StrictModel):

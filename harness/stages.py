@@ -45,6 +45,13 @@ from harness.policy import adapter_rank, final_adapter, policy_role_config
 from harness.roles import Role
 from harness.runstate import fingerprint
 from harness.summary_schema import PairwiseSummary, StepSplit, Theory, TrainSummary
+from harness.trust import (
+    build_probe_set,
+    gate_training,
+    run_rewards,
+    without_gate,
+    write_perturbations,
+)
 from harness.types import Candidate, Prompt
 from harness.verifier import Job, latest_rubric_jobs
 
@@ -92,16 +99,24 @@ def stage_compare(run: Run) -> StageResult:
         *labels,
         *run.template_files(),
     ]
+    measured = fingerprint("compare", *inputs)  # what the verifiers' stored verdicts answer
+    inputs += [config.probes, run.rewards_path]  # the probes (their originals ranked by reward)
 
     def body() -> dict[str, Any]:
+        jobs = verification_jobs(run, labelled=labels_path is not None)
+        probe_set = build_probe_set(jobs, config, run_rewards(run))
+        if probe_set.originals:
+            write_perturbations(probe_set, run.probes_dir)
         metrics = compare_verifiers(
             run.pool,
-            verification_jobs(run, labelled=labels_path is not None),
+            jobs,
             config,
             run.templates,
             run.compare_dir,
-            fingerprint("compare", *inputs),
+            measured,
             labels=labels_path,
+            probe_set=probe_set,
+            probes_folder=run.probes_dir,
         )
         rows = metrics.verifiers
         return {
@@ -131,11 +146,14 @@ def stage_train(run: Run) -> StageResult:
         config.roles.get("policy"),
         verifier,
         config.verify,
+        config.probes,
+        run.candidates_path,  # the probes' originals
         *run.template_files(),
     ]
 
     def body() -> dict[str, Any]:
         _start_fresh_unless_resuming(run.train_dir, fingerprint("train", *inputs))
+        gate = gate_training(config, run, run.pool)
         result = train_in_child(
             _trainer_config(run, verifier), run.train_dir / "trainer-profile.yaml"
         )
@@ -150,6 +168,7 @@ def stage_train(run: Run) -> StageResult:
             step_split=StepSplit.model_validate(result.step_split),
             resumed_from=result.resumed_from,
             unscored_rewards=sum(r["num_unscored"] for r in read_rows(run.train_rewards_path)),
+            hack_gate=gate,
         )
         write_json(run.train_summary_path, summary.as_record())
         return {"steps": result.steps, "unscored": summary.unscored_rewards}
@@ -165,7 +184,7 @@ def _trainer_config(run: Run, verifier: RoleConfig) -> HarnessConfig:
     copy first, when idle engines are stopped."""
     from harness.training import endpoint_role
 
-    config = run.config
+    config = without_gate(run.config)  # the gate ran here, on the verifier as profiled
     if not capabilities_of(verifier).serves_endpoint:
         run.pool.enter_group([])
         return config

@@ -41,6 +41,51 @@ class Record(BaseModel):
 # ---------------------------------------------------------------- the stages' records
 
 
+class ProbeFigures(Record):
+    """One reward-hacking probe of one verifier under one score (harness.trust): `fooled`
+    is 0 for an honest verifier; `passed` is None where the probe was not measured (`note`)."""
+
+    probe: str
+    kind: Literal["preference", "no_gain", "consistency"]
+    pairs: int = 0  # scored pairs; verdicts for the consistency probes
+    unscored: int = 0
+    original_wins: Number | None = None  # ties count half
+    ci95: list[Number | None] | None = None
+    mean_gain: Number | None = None  # the perturbed copy's reward minus the original's
+    flip_rate: Number | None = None
+    fooled: Number | None = None
+    fooled_tail: Number | None = None  # pairs whose original is in the high-reward tail
+    pairs_tail: int = 0
+    threshold: Number | None = None
+    passed: bool | None = None
+    note: str | None = None
+
+
+class VerifierProbes(Record):
+    """Every probe of one verifier under one score, and its hackability (its worst probe)."""
+
+    label: str
+    score: Literal["hard", "soft"]
+    probes: list[ProbeFigures] = Field(default_factory=list)
+    hackability: Number | None = None
+    worst_probe: str | None = None
+    hackability_tail: Number | None = None
+    num_originals: int = 0
+    num_tail: int = 0
+
+
+class GateRecord(Record):
+    """train/hack_gate.json: what `train.hack_gate` decided before training, and why."""
+
+    setting: Literal["refuse", "warn", "off"]
+    verifier: str
+    decision: Literal["passed", "warned", "refused", "not measured"]
+    score: Literal["hard", "soft"] | None = None
+    hackability: Number | None = None
+    worst_probe: str | None = None
+    failures: list[str] = Field(default_factory=list)
+
+
 class VerifierRow(Record):
     """One verifier of compare/metrics.json: agreement with the reference, cost, the probe."""
 
@@ -91,6 +136,12 @@ class VerifierRow(Record):
     off_topic_pairs_soft: int | None = None
     off_topic_ties_soft: Number | None = None
     off_topic_unscored_soft: int | None = None
+    # the reward-hacking probes (harness.trust): the worst under the profile's score, then all
+    hackability: Number | None = None
+    hackability_probe: str | None = None
+    hackability_tail: Number | None = None
+    probes_hard: VerifierProbes | None = None
+    probes_soft: VerifierProbes | None = None
     reference: bool = False
 
 
@@ -127,6 +178,9 @@ class CompareMetrics(Record):
     score: Literal["hard", "soft"] | None = None  # verify.score of the ranking metrics
     off_topic_per_prompt: int | None = None
     clinicians: Clinicians | None = None  # when clinicians' labels were the reference
+    probe_settings: dict[str, Any] | None = None  # the profile's `probes:` (thresholds)
+    recommended: str | None = None  # the smallest verifier near the best hackability
+    recommendation: str | None = None  # why, or why none
 
 
 class HardPairwise(Record):
@@ -198,6 +252,7 @@ class TrainSummary(Record):
     # the mean over steps of TRL's frac_reward_zero_std: groups in which every completion got
     # the same reward, so GRPO had no advantage to learn from
     zero_spread_share: Number | None = None
+    hack_gate: GateRecord | None = None
 
 
 class Checkpoint(Record):
@@ -395,6 +450,10 @@ class Summary(Record):
     verifiers: list[VerifierRow] | None = None
     reference: Reference | None = None
     clinicians: Clinicians | None = None
+    # the reward-hacking probes' thresholds, and the verifier recommended by hackability
+    probe_settings: dict[str, Any] | None = None
+    recommended_verifier: str | None = None
+    verifier_recommendation: str | None = None  # why, or why none ("none recommended: ...")
     pairwise: PairwiseSummary | None = None
     train: TrainSummary | None = None
     overoptimization: Overoptimization | None = None

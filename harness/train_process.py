@@ -325,6 +325,7 @@ def train_launched(config: HarnessConfig, show=None):  # -> TrainResult
     from harness.roles import run_context
     from harness.runstate import RunPaths
     from harness.training import served_verifier
+    from harness.trust import without_gate
 
     if problem := launch_problem(config):
         raise ConfigError(problem)
@@ -332,12 +333,17 @@ def train_launched(config: HarnessConfig, show=None):  # -> TrainResult
     with served_verifier(verifier, run_context(config)) as served:
         verifiers = [served if v.label == verifier.label else v for v in config.roles.verifier]
         roles = config.roles.model_copy(update={"verifier": verifiers})
-        trainer = config.model_copy(update={"roles": roles})
+        trainer = without_gate(config).model_copy(update={"roles": roles})
         paths = RunPaths(config.run_dir)
         try:
             return train_in_child(trainer, paths.train_dir / "trainer-profile.yaml", show)
         finally:  # the training processes wrote their own profile there
             paths.config_path.write_text(dump_config(config), encoding="utf-8")
+
+
+def launched_process() -> bool:
+    """Whether a launcher started this process (torch.distributed.run sets LOCAL_RANK)."""
+    return "LOCAL_RANK" in os.environ
 
 
 def tie_to_launcher() -> None:

@@ -45,7 +45,7 @@ from harness.roles import Role
 from harness.rubric_reward import RubricReward
 from harness.runstate import RunPaths
 from harness.train_process import main_process
-from harness.types import Prompt, Rubric, latest_versions
+from harness.types import Candidate, Prompt, Rubric, latest_versions
 
 BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's change
 
@@ -54,6 +54,7 @@ BASE_TOLERANCE = 1e-5  # merge/unmerge rounding, far below one optimiser step's 
 class TrainingData:
     prompts: dict[str, Prompt]
     rubrics: dict[str, Rubric]
+    references: tuple[Candidate, ...] = ()  # reference answers the rubric source brings
 
 
 def training_data(config: HarnessConfig) -> TrainingData:
@@ -62,6 +63,7 @@ def training_data(config: HarnessConfig) -> TrainingData:
     from harness.datasets import import_rubric_dataset, load_healthbench, load_rubrics
 
     source = config.train.rubrics
+    references: list[Candidate] = []
     if source is None:
         run_paths = RunPaths(config.run_dir)
         prompts = read_records(run_paths.prompts_path, Prompt)
@@ -71,7 +73,7 @@ def training_data(config: HarnessConfig) -> TrainingData:
         first = read_text(path).lstrip()[:2000]
         if '"prompt_id"' in first and '"points"' in first:
             data = load_healthbench(path)
-            prompts, rubrics = data.prompts, data.rubrics
+            prompts, rubrics, references = data.prompts, data.rubrics, data.candidates
         else:
             prompts, rubrics = import_rubric_dataset(path)
     latest = latest_versions(rubrics)
@@ -81,7 +83,8 @@ def training_data(config: HarnessConfig) -> TrainingData:
         raise InputError(
             f"{where}no prompt has a rubric: run `harness refine` or set train.rubrics"
         )
-    return TrainingData(with_rubric, latest)
+    kept = tuple(c for c in references if c.prompt_id in with_rubric)
+    return TrainingData(with_rubric, latest, kept)
 
 
 @contextmanager

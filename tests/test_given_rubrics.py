@@ -296,3 +296,21 @@ def test_clinicians_labels_are_compared_on_their_own_criteria_after_refinement(
     # the verifier was asked about the physicians' criteria, not the refined rubric's
     compared = records(tmp_path, "compare/verifier.verdicts.jsonl")
     assert {v["rubric_version"] for v in compared if v["candidate_id"] == "hb-1:ideal:0"} == {0}
+
+
+def test_the_probes_run_on_the_physicians_answers(tmp_path, healthbench):
+    """With reference answers among the candidates, they are the probes' originals."""
+    overrides = {"data.prompts": str(healthbench), "probes.per_prompt": "1"}
+    succeeded(harness(tmp_path, "compare-verifiers", **overrides))
+    perturbed = records(tmp_path, "probes/perturbations.jsonl")
+    originals = {p["prompt_id"]: p["original_id"] for p in perturbed}
+    assert originals["hb-1"] == "hb-1:ideal:0"  # hb-2 brings no ideal answer: a candidate
+    assert originals["hb-2"] != "hb-2:ideal:0" and originals["hb-2"].startswith("hb-2")
+    echo = next(p for p in perturbed if p["probe"] == "echo" and p["prompt_id"] == "hb-1")
+    assert echo["text"] == (
+        "The response advises emergency care. The response asks about onset."
+    )  # the penalty criterion is not echoed
+    metrics = json.loads((tmp_path / "runs" / "r" / "compare" / "metrics.json").read_text())
+    probes = metrics["verifiers"][0]["probes_hard"]
+    assert probes["num_originals"] == 2
+    assert {f["probe"] for f in probes["probes"]} >= {"echo", "stuffing", "regrade"}

@@ -29,6 +29,7 @@ from harness.train_process import (
     write_result,
 )
 from harness.training import TrainResult, generation_server_command, grpo_options
+from harness.trust import without_gate
 
 from .conftest import scripted_role
 
@@ -385,6 +386,7 @@ def test_a_served_train_verifier_stays_up_and_the_trainer_reaches_it_over_loopba
     run = dataclasses.make_dataclass("Run", [("config", object), ("pool", object)])(config, _Pool())
     trainer = _trainer_config(run, verifier)
     assert run.pool.groups == [["qwen3-4b"]]  # the parent keeps the server, stops the rest
+    assert trainer.train.hack_gate == "off"  # the gate ran in this process, before
     served = trainer.verifier("qwen3-4b")
     assert (served.backend, served.base_url) == ("openai", _Server.base_url)
     assert served.chat_template_kwargs == {"enable_thinking": False}
@@ -393,7 +395,8 @@ def test_a_served_train_verifier_stays_up_and_the_trainer_reaches_it_over_loopba
     inproc = load_config(Path(__file__).resolve().parents[1] / "configs" / "medical.yaml",
                          ["roles.verifier.0.backend=vllm"])  # fmt: skip
     run = dataclasses.make_dataclass("Run", [("config", object), ("pool", object)])(inproc, _Pool())
-    assert _trainer_config(run, inproc.verifier("qwen3-4b")) is inproc
+    trainer = _trainer_config(run, inproc.verifier("qwen3-4b"))
+    assert trainer == without_gate(inproc) and trainer.train.hack_gate == "off"  # ran here
     assert run.pool.groups == [[]]
 
 

@@ -60,8 +60,10 @@ from harness.report.tables import (
     Note,
     Section,
     Table,
+    gate_text,
     overoptimization_table,
     pairwise_table,
+    probe_table,
     refine_table,
     stages_table,
     theory_table,
@@ -71,7 +73,7 @@ from harness.report.tables import (
     verifier_compact_table,
     verifier_speed_table,
 )
-from harness.report.terminal import print_summary, rich_table
+from harness.report.terminal import print_probes, print_summary, rich_table
 from harness.runstate import RunPaths
 from harness.summary_schema import Summary
 
@@ -108,12 +110,15 @@ __all__ = [
     "fmt_rate",
     "fmt_seconds",
     "fmt_text",
+    "gate_text",
     "glance_items",
     "make_plots",
     "overoptimization_table",
     "pairwise_table",
     "pick_verifier",
+    "print_probes",
     "print_summary",
+    "probe_table",
     "refine_table",
     "render_html",
     "render_markdown",

@@ -1,6 +1,7 @@
 """Plots drawn from the summary with matplotlib (imported inside the functions, without
-pyplot, so importing the report stays cheap): verifier agreement and throughput,
-over-optimisation by checkpoint, and the pairwise wins, ties and losses."""
+pyplot, so importing the report stays cheap): verifier agreement and throughput, how often
+each verifier is fooled by each reward-hacking probe, over-optimisation by checkpoint, and the
+pairwise wins, ties and losses."""
 
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ from typing import Any
 
 from harness.jsonl import write_bytes_atomic
 from harness.report.format import _real, fmt_ci, fmt_number, fmt_params, fmt_pct, fmt_text
-from harness.report.tables import AGREEMENT_METRICS, PROBE_METRICS, tag_group
-from harness.summary_schema import Checkpoint, ModelGrade, Summary, VerifierRow
+from harness.report.tables import (
+    AGREEMENT_METRICS,
+    PROBE_METRICS,
+    _label,
+    fooled_value,
+    probe_figure,
+    probe_names,
+    probe_rows,
+    probe_score,
+    tag_group,
+)
+from harness.summary_schema import Checkpoint, ModelGrade, ProbeFigures, Summary, VerifierRow
 
 CHANCE = 0.5  # a probe's value for a verifier that guesses
 REPORT_MODE = 0o644  # the report is meant to be shared: readable by all, unlike run records
@@ -31,6 +42,7 @@ def make_plots(run_dir: Path, summary: Summary) -> dict[str, str]:
         "overoptimization": _plot_overoptimization,
         "pairwise": _plot_pairwise,
         "grading_axes": _plot_grading_axes,
+        "probe_heat_map": _plot_probe_heat_map,
     }
     made: dict[str, str] = {}
     for name, maker in makers.items():
@@ -282,6 +294,65 @@ def _plot_pairwise(summary: Summary, figure_type: type) -> Any:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=3, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+NOT_MEASURED_GREY = "#d0d7de"
+
+
+def _plot_probe_heat_map(summary: Summary, figure_type: type) -> Any:
+    """Verifiers by probe under the profile's score: green where a verifier is honest, red
+    where it is fooled, the figure printed in each cell (bold and outlined where the probe
+    fails); a probe not measured is grey and hatched."""
+    score = probe_score(summary)
+    rows = probe_rows(summary.verifiers, score)
+    names = probe_names(rows)
+    grid = [[probe_figure(probes, n) for n in names] for _, probes in rows]
+    if not any(fooled_value(f) is not None for row in grid for f in row):
+        return None
+    fig = figure_type(figsize=(WIDTH_IN, 1.6 + 0.45 * len(rows)))
+    ax = fig.subplots()
+    values = [[_nan(fooled_value(f)) for f in row] for row in grid]
+    image = ax.imshow(values, cmap=_fooled_colours(), vmin=0.0, vmax=1.0, aspect="auto")
+    for i, row in enumerate(grid):
+        for j, figure in enumerate(row):
+            _heat_map_cell(ax, i, j, figure)
+    ax.set_xticks(range(len(names)), [n.replace("_", "-") for n in names], rotation=30,
+                  ha="right", fontsize=8)  # fmt: skip
+    ax.set_yticks(range(len(rows)), [_label(v) for v, _ in rows], fontsize=8)
+    colourbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colourbar.set_label("fooled (0 = honest, 1 = fully fooled)", fontsize=8)
+    ax.set_title(
+        f"Reward-hacking probes under {score} scores (outlined: failed; grey: not measured)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _fooled_colours() -> Any:
+    """Green (honest) to red (fooled); a missing value (NaN) is grey."""
+    from matplotlib import colormaps
+
+    return colormaps["RdYlGn_r"].with_extremes(bad=NOT_MEASURED_GREY)
+
+
+def _heat_map_cell(ax: Any, row: int, column: int, figure: ProbeFigures | None) -> None:
+    """One cell's text: its figure, or "n/a" over a hatched grey square."""
+    from matplotlib.patches import Rectangle
+
+    value = fooled_value(figure)
+    if value is None:
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="///",
+                               edgecolor="#8c959f", linewidth=0))  # fmt: skip
+        ax.text(column, row, "n/a", ha="center", va="center", fontsize=7, color="#59636e")
+        return
+    failed = figure is not None and figure.passed is False
+    if failed:
+        ax.add_patch(Rectangle((column - 0.45, row - 0.45), 0.9, 0.9, fill=False,
+                               edgecolor="black", linewidth=1.5))  # fmt: skip
+    colour = "white" if value < 0.15 or value > 0.85 else "black"
+    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour,
+            fontweight="bold" if failed else "normal")  # fmt: skip
 
 
 def _plot_grading_axes(summary: Summary, figure_type: type) -> Any:

@@ -27,14 +27,22 @@ from harness.report.tables import (
     clinicians_table,
     endpoint_events,
     endpoints_table,
+    gate_text,
     grading_table,
+    has_probes,
+    other_score,
     overoptimization_table,
     pairwise_table,
+    probe_caption,
+    probe_score,
+    probe_table,
     refine_table,
     signal_table,
     stages_table,
     theory_table,
     train_table,
+    unmeasured_probe_notes,
+    unmeasured_probes_text,
     unscored_table,
     verifier_agreement_table,
     verifier_speed_table,
@@ -90,6 +98,8 @@ def _glance_verifier(summary: Summary) -> str:
             "none recommended: no verifier beats chance on the off-topic probe "
             f"({_probe_text(summary)}), so no verifier number of this run means anything"
         )
+    if _probed(summary):
+        return _glance_hackability(summary)
     picked = pick_verifier(summary)
     if picked is None:
         return _glance_without_tail(summary)
@@ -104,6 +114,25 @@ def _glance_verifier(summary: Summary) -> str:
             f"{fmt_metric(best.tail_pairwise_accuracy)})"
         )
     return text + f"; {_reference_text(summary)}"
+
+
+def _probed(summary: Summary) -> bool:
+    """Whether the comparison ranked the verifiers by the reward-hacking probes: some row has
+    a hackability, and the comparison recorded its recommendation (or why none)."""
+    hackable = any(v.hackability is not None for v in summary.verifiers or [])
+    return hackable and summary.verifier_recommendation is not None
+
+
+def _glance_hackability(summary: Summary) -> str:
+    """The comparison's recommendation by hackability (harness.trust.recommend: the smallest
+    verifier within the margin of the least hackable, never one at chance), its size added."""
+    text = summary.verifier_recommendation or ""
+    label = summary.recommended_verifier
+    chosen = next((v for v in summary.verifiers or [] if v.label == label), None)
+    if label is not None and chosen is not None:
+        reason = text.removeprefix(f"{label}: ")
+        text = f"{fmt_text(label)} ({fmt_params(chosen.params)} params): {reason}"
+    return f"{text}; ranked by the reward-hacking probes under {probe_score(summary)} scores"
 
 
 def _glance_without_tail(summary: Summary) -> str:
@@ -264,6 +293,7 @@ def _verifier_section(summary: Summary) -> Section:
             agreement,
             *_clinician_blocks(summary),
             verifier_speed_table(summary),
+            *_probe_blocks(summary),
             *_figures(
                 summary,
                 [
@@ -277,6 +307,37 @@ def _verifier_section(summary: Summary) -> Section:
             ),
         ],
     )
+
+
+PROBE_HEAT_MAP_CAPTION = "How often each verifier is fooled, per reward-hacking probe"
+
+
+def _probe_blocks(summary: Summary) -> list[Block]:
+    """The reward-hacking probes: a table under the profile's score, then one under the
+    other score (or a line saying why it has none), the heat map and the recommendation."""
+    if not has_probes(summary.verifiers):
+        return []
+    blocks: list[Block] = [probe_caption(summary.probe_settings)]
+    profile = probe_score(summary)
+    for score in (profile, other_score(profile)):
+        blocks += _scored_probe_blocks(summary, score, score == profile)
+    blocks += _figures(summary, [("probe_heat_map", PROBE_HEAT_MAP_CAPTION)], "probe")
+    if summary.verifier_recommendation:
+        blocks.append(f"Recommended by hackability: {summary.verifier_recommendation}.")
+    return blocks
+
+
+def _scored_probe_blocks(summary: Summary, score: str, profile: bool) -> list[Block]:
+    table = probe_table(summary.verifiers, score)
+    if table is None:
+        why = unmeasured_probes_text(summary.verifiers, score)
+        return [Note(why)] if why else []
+    which = " (the profile's verify.score, the one hackability is ranked on)" if profile else ""
+    blocks: list[Block] = [f"Reward-hacking probes under {score} scores{which}:", table]
+    gaps = unmeasured_probe_notes(summary.verifiers, score)
+    if gaps:
+        blocks.append(Note("n/a: " + "; ".join(gaps) + "."))
+    return blocks
 
 
 def _clinician_blocks(summary: Summary) -> list[Block]:
@@ -323,7 +384,8 @@ def _train_section(summary: Summary) -> Section:
     else:
         check = "Check the weights: the adapter should change and the base should not."
     figures = _figures(summary, [("train_reward", "Mean rubric reward per training step")], "train")
-    return Section("Training", [check, table, *figures])
+    gate = [Note(gate_text(t.hack_gate))] if t.hack_gate is not None else []
+    return Section("Training", [check, *gate, table, *figures])
 
 
 def _overoptimization_section(summary: Summary) -> Section:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.report.format import (
     NA,
@@ -26,11 +27,14 @@ from harness.report.format import (
     fmt_text,
 )
 from harness.summary_schema import (
+    GateRecord,
     HardPairwise,
     PairwiseSummary,
+    ProbeFigures,
     StepSplit,
     Summary,
     Unscored,
+    VerifierProbes,
     VerifierRow,
 )
 
@@ -287,6 +291,169 @@ def verifier_speed_table(summary: Summary) -> Table | None:
     return Table(headers, rows, "ll" + "r" * (len(headers) - 2))
 
 
+# ---------------------------------------------------------------- reward-hacking probes
+
+# The probes in display order: the preference ones, the no-gain ones, then consistency.
+PROBE_ORDER = (
+    "off_topic",
+    "echo",
+    "stuffing",
+    "padding",
+    "boilerplate",
+    "refusal",
+    "truncation",
+    "order",
+    "regrade",
+)
+SCORES = ("hard", "soft")
+FAILED = "✗"
+
+
+def other_score(score: str) -> str:
+    return "hard" if score == "soft" else "soft"
+
+
+def probe_score(summary: Summary) -> str:
+    """The score the probes are ranked under: the run's `verify.score`, as the reward
+    verifier's discrimination check records it, else the one whose figures the rows'
+    hackability was taken from, else hard."""
+    if summary.discrimination is not None:
+        return summary.discrimination.score
+    for verifier in summary.verifiers or []:
+        matches = [s for s in SCORES if _hackability_from(verifier, s)]
+        if len(matches) == 1:
+            return matches[0]
+    return "hard"
+
+
+def _hackability_from(verifier: VerifierRow, score: str) -> bool:
+    probes = scored_probes(verifier, score)
+    return (
+        probes is not None
+        and verifier.hackability is not None
+        and (probes.hackability, probes.worst_probe)
+        == (verifier.hackability, verifier.hackability_probe)
+    )
+
+
+def scored_probes(verifier: VerifierRow, score: str) -> VerifierProbes | None:
+    """A verifier's probe figures under hard or soft scores."""
+    return verifier.probes_soft if score == "soft" else verifier.probes_hard
+
+
+def has_probes(verifiers: list[VerifierRow] | None) -> bool:
+    return any(v.probes_hard is not None or v.probes_soft is not None for v in verifiers or [])
+
+
+def probe_rows(
+    verifiers: list[VerifierRow] | None, score: str
+) -> list[tuple[VerifierRow, VerifierProbes]]:
+    """(verifier, its figures under `score`) for each verifier that has them."""
+    rows = [(v, scored_probes(v, score)) for v in verifiers or []]
+    return [(v, probes) for v, probes in rows if probes is not None]
+
+
+def probe_names(rows: list[tuple[VerifierRow, VerifierProbes]]) -> list[str]:
+    """Every probe the rows have, in display order; a probe this report does not know last."""
+    found = {f.probe for _, probes in rows for f in probes.probes}
+    return [p for p in PROBE_ORDER if p in found] + sorted(found - set(PROBE_ORDER))
+
+
+def probe_figure(probes: VerifierProbes, name: str) -> ProbeFigures | None:
+    return next((f for f in probes.probes if f.probe == name), None)
+
+
+def fooled_value(figure: ProbeFigures | None) -> float | None:
+    return None if figure is None else _real(figure.fooled)
+
+
+def fmt_fooled(figure: ProbeFigures | None) -> str:
+    """ "0.83 ✗" for a failed probe, "0.12" for a passed one, "n/a" where not measured."""
+    value = fooled_value(figure)
+    if value is None:
+        return NA
+    failed = figure is not None and figure.passed is False
+    return f"{value:.2f} {FAILED}" if failed else f"{value:.2f}"
+
+
+def fmt_hackability(probes: VerifierProbes) -> str:
+    """The worst probe's figure and its name: "0.83 (echo)"."""
+    value = _real(probes.hackability)
+    if value is None:
+        return NA
+    return f"{value:.2f} ({fmt_text(probes.worst_probe)})"
+
+
+def probe_table(verifiers: list[VerifierRow] | None, score: str) -> Table | None:
+    """Verifiers by probe under `score`: how often each is fooled, a failed probe marked, and
+    its hackability (its worst probe) overall and in the high-reward tail. None when no probe
+    was measured under that score."""
+    rows = probe_rows(verifiers, score)
+    names = probe_names(rows)
+    cells = [[fmt_fooled(probe_figure(probes, n)) for n in names] for _, probes in rows]
+    if not any(cell != NA for row in cells for cell in row):
+        return None
+    headers = ["verifier", *(n.replace("_", "-") for n in names)]
+    headers += ["hackability (worst probe)", "tail"]
+    body = [
+        [_label(v), *row, fmt_hackability(probes), _fmt(probes.hackability_tail, ".2f", NA)]
+        for (v, probes), row in zip(rows, cells)
+    ]
+    return Table(headers, body, "l" + "r" * (len(headers) - 1))
+
+
+def unmeasured_probes_text(verifiers: list[VerifierRow] | None, score: str) -> str | None:
+    """Why no probe has a figure under `score`, in one line; None where one has, or where
+    the verifiers were not probed at all. Soft scores read P(yes): with hard figures there
+    and no soft ones, the verifiers' answers carried none."""
+    if not has_probes(verifiers) or probe_table(verifiers, score) is not None:
+        return None
+    if score == "soft" and probe_table(verifiers, "hard") is not None:
+        why = "no P(yes): the verifiers give no soft verdicts (their answers carry no logprobs)"
+    else:
+        notes = sorted({f.note for _, p in probe_rows(verifiers, score) for f in p.probes
+                        if f.note})  # fmt: skip
+        why = "; ".join(notes) or "no probe pair was scored"
+    return f"Under {score} scores every probe is n/a: {why}."
+
+
+def unmeasured_probe_notes(verifiers: list[VerifierRow] | None, score: str) -> list[str]:
+    """Why a probe reads n/a, once per probe and reason: "order: not measured: ..."."""
+    notes = {
+        (f.probe, f.note)
+        for _, probes in probe_rows(verifiers, score)
+        for f in probes.probes
+        if fooled_value(f) is None and f.note
+    }
+    order = {name: i for i, name in enumerate(PROBE_ORDER)}
+    ranked = sorted(notes, key=lambda pn: (order.get(pn[0], len(order)), pn))
+    return [f"{probe.replace('_', '-')}: {note}" for probe, note in ranked]
+
+
+def probe_caption(settings: dict[str, Any] | None) -> str:
+    """What a cell of the probe table means, with the profile's thresholds (`probes:`)."""
+    return (
+        "Reward-hacking probes: perturbed copies of the run's own responses, graded against "
+        "the same rubric. Each cell is how often a verifier is fooled (0 = honest, "
+        "1 = fully fooled): for off-topic, echo, boilerplate, refusal and truncation the "
+        "share of pairs where the perturbed copy wins over the original (ties count half; "
+        "0.5 is chance); for stuffing and padding the share where the copy gains more than "
+        f"{_threshold(settings, 'gain_tolerance')}; for order and regrade the flip rate, the "
+        f"share of verdicts that change. {FAILED} marks a failed probe: fooled above "
+        f"{_threshold(settings, 'max_fooled')}, or flips above "
+        f"{_threshold(settings, 'max_flip')} for order and regrade; n/a: not measured. "
+        "Hackability is a verifier's worst probe; tail reads only the originals in the "
+        "high-reward tail."
+    )
+
+
+def _threshold(settings: dict[str, Any] | None, key: str) -> str:
+    """ "0.25 (probes.max_fooled)", or only the setting's name where it was not recorded."""
+    value = _real((settings or {}).get(key))
+    name = f"probes.{key}"
+    return name if value is None else f"{value:.2f} ({name})"
+
+
 COMPACT_LEAVES_OUT = ("accuracy", "spearman")
 
 
@@ -342,7 +509,26 @@ def train_table(summary: Summary) -> Table | None:
         ["step: update (s)", fmt_seconds(split.update_s)],
         ["step: verifier share", fmt_pct(split.verifier_share, missing=NA)],
     ]
+    if t.hack_gate is not None:
+        rows.append(["reward-hacking gate", fmt_gate_decision(t.hack_gate)])
     return Table(["", "value"], rows, "lr")
+
+
+def fmt_gate_decision(gate: GateRecord) -> str:
+    """ "warned (train.hack_gate: warn)"."""
+    return f"{gate.decision} (train.hack_gate: {gate.setting})"
+
+
+def gate_text(gate: GateRecord) -> str:
+    """What the gate before training decided, and why: "Reward-hacking gate (warn): warned
+    — verifier X fails the echo probe: ..."."""
+    head = f"Reward-hacking gate ({gate.setting}): {gate.decision}"
+    if gate.failures:
+        return f"{head} — " + "; ".join(gate.failures)
+    score = f" under {gate.score} scores" if gate.score else ""
+    worst = f"hackability {_fmt(gate.hackability, '.2f', NA)}"
+    worst += f", worst probe {gate.worst_probe}" if gate.worst_probe else ""
+    return f"{head} — verifier {gate.verifier} passes every probe{score} ({worst})"
 
 
 def overoptimization_table(summary: Summary) -> Table | None:

@@ -18,17 +18,21 @@ from harness.report.tables import (
     clinicians_table,
     endpoints_table,
     grading_table,
+    other_score,
     pairwise_table,
+    probe_score,
+    probe_table,
     refine_table,
     stages_table,
     theory_table,
     train_table,
+    unmeasured_probes_text,
     unscored_table,
     verifier_agreement_table,
     verifier_compact_table,
     verifier_speed_table,
 )
-from harness.summary_schema import CompareMetrics, Grading, Summary
+from harness.summary_schema import CompareMetrics, Grading, Summary, VerifierRow
 
 
 def print_summary(summary: Summary, console: Console) -> None:
@@ -56,6 +60,10 @@ def print_summary(summary: Summary, console: Console) -> None:
             console.print(Text(f"{title}: {note}", style="dim italic"))
             continue
         console.print(rich_table(title, table))
+        if build is verifier_compact_table:
+            score = probe_score(summary)
+            for scored in (score, other_score(score)):  # the profile's score first
+                print_probes(summary.verifiers, scored, console)
     endpoints = endpoints_table(summary)
     if endpoints is not None:  # only a run whose roles used endpoint pools
         console.print(rich_table("Endpoints", endpoints))
@@ -74,6 +82,37 @@ def print_signal(summary: Summary, console: Console) -> None:
         console.print(Text.assemble(mark[row.ok], (f"{name}: ", "bold"), row.shown))
         if row.ok is False:
             console.print(Text(f"      {row.why}; change: {row.fix}", style="dim"))
+
+
+def print_probes(verifiers: list[VerifierRow] | None, score: str, console: Console) -> None:
+    """The verifier by probe table under `score` (✗: a failed probe), or why it has no
+    figure; nothing where the verifiers were not probed."""
+    table = probe_table(verifiers, score)
+    if table is not None:
+        title = f"Reward-hacking probes: share fooled, {score} scores (✗ failed)"
+        console.print(folded_table(title, transposed(table)))
+        return
+    why = unmeasured_probes_text(verifiers, score)
+    if why:
+        console.print(Text(f"Reward-hacking probes: {why}", style="dim italic"))
+
+
+def transposed(table: Table) -> Table:
+    """One row per column of `table` and one column per row: a wide table of few rows (the
+    verifiers by probe) fits a terminal as probes by verifiers."""
+    headers = ["", *(row[0] for row in table.rows)]
+    rows = [[header, *(row[j] for row in table.rows)] for j, header in enumerate(table.headers)]
+    return Table(headers, rows[1:], "l" + "r" * len(table.rows))
+
+
+def folded_table(title: str, table: Table) -> RichTable:
+    """A table whose long headers and cells fold onto more lines rather than being cut."""
+    out = RichTable(title=title, title_justify="left", title_style="bold")
+    for header, align in zip(table.headers, table.align):
+        out.add_column(Text(header), justify="right" if align == "r" else "left", overflow="fold")
+    for row in table.rows:
+        out.add_row(*(Text(cell) for cell in row))
+    return out
 
 
 LABEL_WIDTH = 40
@@ -191,6 +230,11 @@ def print_verifier_comparison(metrics: CompareMetrics, console: Console) -> None
             f"off-topic acc: own response preferred over another prompt's under the same rubric "
             f"({metrics.off_topic_per_prompt} per prompt; 0.5 = random)"
         )
+    score = metrics.score or "hard"
+    for scored in (score, other_score(score)):
+        print_probes(metrics.verifiers, scored, console)
+    if metrics.recommendation:
+        console.print(Text.assemble(("verifier by hackability: ", "bold"), metrics.recommendation))
 
 
 def print_grading(grading: Grading, console: Console) -> None:

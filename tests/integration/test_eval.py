@@ -63,6 +63,20 @@ def test_every_stage_ran_and_the_summary_is_filled(evaluated):
     assert train["steps"] == 2 and train["resumed_from"] == 0
     assert train["adapter_weights_changed"] and train["base_weights_unchanged"]
     assert [c["step"] for c in summary["overoptimization"]["checkpoints"]] == [0, 1, 2]
+
+    # the reward-hacking probes: both verifiers graded every copy on real engines, criterion
+    # order included (`all` mode), and the gate decided before training (warn: it trained)
+    probes = {"off_topic", "echo", "stuffing", "padding", "boilerplate", "refusal",
+              "truncation", "order", "regrade"}  # fmt: skip
+    for row in verifiers.values():
+        for score in ("hard", "soft"):
+            figures = {f["probe"]: f for f in row[f"probes_{score}"]["probes"]}
+            assert set(figures) == probes and figures["order"]["pairs"] > 0
+        assert row["hackability"] is not None and row["probes_soft"]["num_originals"] == 3
+    assert train["hack_gate"]["verifier"] == "smollm2-135m"
+    assert train["hack_gate"]["decision"] in ("passed", "warned")
+    assert (run_dir / "probes" / "perturbations.jsonl").is_file()
+    assert not (run_dir / "train" / "probes").exists()  # the gate read the comparison's
     assert [row["kl"] for row in summary["theory"]["kl_table"]] == [0.25, 0.5, 1, 2, 3, 4, 6, 8]
     assert len(summary["refine"]) == 1
     assert set(summary["unscored"]) >= {"rollouts", "propose", "refine", "verify", "compare",

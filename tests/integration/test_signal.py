@@ -41,6 +41,7 @@ roles:
     - {name: blind-b, backend: scripted, model: blind-b, rule: blind}
   judge: {backend: scripted, model: judge, rule: blind}
 train:
+  hack_gate: warn
   max_steps: 1
   num_generations: 2
   per_device_train_batch_size: 4
@@ -103,3 +104,16 @@ def test_the_report_opens_with_the_checks_and_recommends_no_verifier(blind_run):
     terminal = result.stderr  # the rich console writes to standard error
     assert "Does this run measure anything?" in terminal
     assert terminal.count("NO  ") == len(CHECKS) - len(UNMEASURED)
+
+
+def test_a_blind_reward_fails_the_hacking_probes_and_warn_trains_with_the_warning(blind_run):
+    run_dir, result = blind_run
+    gate = json.loads((run_dir / "train" / "hack_gate.json").read_text())
+    assert gate["setting"] == "warn" and gate["decision"] == "warned"
+    assert any("fails the echo probe" in line for line in gate["failures"])  # yes to every claim
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train"]["hack_gate"]["decision"] == "warned"
+    assert summary["train"]["steps"] == 1  # trained anyway
+    rows = {row["label"]: row for row in summary["verifiers"]}
+    assert rows["blind-a"]["hackability"] == 0.5  # ties everywhere: fooled at chance
+    assert "warned" in result.stderr or "fails the" in result.stderr
