@@ -61,6 +61,7 @@ from harness.runstate import RunPaths
 from harness.summary_schema import Clinicians, CompareMetrics, Reference, VerifierRow
 from harness.trust import (
     ProbeSet,
+    off_topic_columns,
     probe_fingerprint,
     probe_verdicts,
     recommend,
@@ -417,10 +418,7 @@ def hacking_columns(
 ) -> dict[str, Any]:
     """A verifier's probe figures under hard and soft scores (the off-topic probe's from its
     row), and its hackability under the profile's score."""
-    off_topic = {score: {key.removesuffix(f"_{score}"): value for key, value in row.items()
-                         if key.startswith("off_topic_") and key.endswith(f"_{score}")}
-                 for score in ("hard", "soft")}  # fmt: skip
-    figures = verifier_probes(label, probe_set, verdicts, config, off_topic)
+    figures = verifier_probes(label, probe_set, verdicts, config, off_topic_columns(row))
     chosen = figures[config.verify.score]
     return {
         "hackability": chosen.hackability,

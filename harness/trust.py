@@ -430,6 +430,19 @@ def _stamp(folder: Path, label: str) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
+def off_topic_columns(row: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The off-topic probe's columns of a comparison row per score (`off_topic_accuracy_soft`
+    -> soft: `off_topic_accuracy`), as `verifier_probes` reads them."""
+    return {
+        score: {
+            key.removesuffix(f"_{score}"): value
+            for key, value in row.items()
+            if key.startswith("off_topic_") and key.endswith(f"_{score}")
+        }
+        for score in SCORES
+    }
+
+
 def _compare_off_topic(paths: RunPaths, label: str) -> dict[str, dict[str, Any]] | None:
     """The off-topic probe's columns of `label` per score, where the comparison has them."""
     from harness.jsonl import read_json
@@ -438,14 +451,7 @@ def _compare_off_topic(paths: RunPaths, label: str) -> dict[str, dict[str, Any]]
         return None
     for row in read_json(paths.compare_metrics_path).get("verifiers", []):
         if row.get("label") == label:
-            return {
-                score: {
-                    key.removesuffix(f"_{score}"): value
-                    for key, value in row.items()
-                    if key.startswith("off_topic_") and key.endswith(f"_{score}")
-                }
-                for score in SCORES
-            }
+            return off_topic_columns(row)
     return None
 
 

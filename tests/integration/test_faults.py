@@ -238,8 +238,9 @@ roles:
     - {{name: synthetic, backend: scripted, model: verifier, rule: synthetic}}
     - {{name: keyword, backend: scripted, model: keyword-rule, rule: keyword, delay_s: 0.05}}
 # a reward that varies (letters in the answer), so that the adapter learns; steps slowed by
-# the verifier's delay, so that the kill lands between checkpoints
-train: {{verifier: keyword, rubrics: {rubrics}, max_steps: 8, save_steps: 2,
+# the verifier's delay, so that the kill lands between checkpoints; the keyword rule is the
+# textbook hackable reward and the given rubrics' prompts have no responses to probe: no gate
+train: {{verifier: keyword, rubrics: {rubrics}, hack_gate: "off", max_steps: 8, save_steps: 2,
          num_generations: 4, per_device_train_batch_size: 8, learning_rate: 0.3,
          max_completion_length: 16, warmup_ratio: 0.0, beta: 0.0, generation: transformers}}
 eval: {{compare: false, train: true, judge: false, overoptimization: false, theory: false}}
